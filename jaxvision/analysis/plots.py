@@ -1,0 +1,32 @@
+"""Plots of training runs."""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_training_curves(rows: list[dict], out: str | pathlib.Path, title: str = "") -> pathlib.Path:
+  """Loss and accuracy against step, train and eval, from metrics.jsonl rows; saves a PNG."""
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for ax, key in zip(axes, ("loss", "accuracy")):
+    for split, style in (("train", "-"), ("eval", "o-")):
+      pts = [(r["step"], r[key]) for r in rows if r.get("split") == split and key in r]
+      if pts:
+        steps, values = zip(*sorted(dict(pts).items()))
+        ax.plot(steps, values, style, label=split, markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.grid(alpha=0.3)
+    ax.legend()
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  out = pathlib.Path(out)
+  fig.savefig(out, dpi=100)
+  plt.close(fig)
+  return out

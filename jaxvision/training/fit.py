@@ -1,0 +1,175 @@
+"""The training loop: `fit(config, workdir)`.
+
+Builds the model, optimizer and data from a config, resumes from the workdir's latest
+checkpoint, trains with a progress bar, evaluates and checkpoints every epoch (by default),
+and on SIGTERM/SIGINT saves before it stops. A non-finite loss stops the run without saving
+over the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import signal
+import time
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxvision.models import create_model
+from jaxvision.training import config as config_lib
+from jaxvision.training import optim, parallel
+from jaxvision.training.checkpoint import Checkpointer
+from jaxvision.training.metric_writer import MetricWriter, read_metrics
+from jaxvision.training.steps import summarize_eval
+from jaxvision.training.train_state import create_train_state
+from jaxvision.training.validation import check_batch
+
+
+class TrainingInterrupted(Exception):
+  """Raised after a SIGTERM/SIGINT once the state has been checkpointed."""
+
+  def __init__(self, signum: int, step: int, workdir: pathlib.Path):
+    self.signum, self.step = signum, step
+    super().__init__(f"{signal.Signals(signum).name} at step {step}: checkpoint saved in "
+                     f"{workdir}; run the same command again to resume")
+
+
+class NonFiniteLoss(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+class _StopRequest:
+  """Records SIGTERM/SIGINT so the loop can checkpoint and stop between steps."""
+
+  def __init__(self):
+    self.signum = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+def _every(value: int, steps_per_epoch: int) -> int:
+  return steps_per_epoch if value <= 0 else value
+
+
+def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the summary."""
+  from jaxvision import data  # TensorFlow is needed for the input pipeline only
+
+  config_lib.check_config(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  info = data.dataset_info(config.dataset)
+  n_dev = jax.device_count()
+  for key in ("batch_size", "eval_batch_size"):
+    if config[key] <= 0 or config[key] % n_dev:
+      raise ValueError(f"config.{key}: {config[key]} does not divide across {n_dev} devices; "
+                       f"expected a positive multiple of {n_dev}")
+  steps_per_epoch = info.num_train // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"config.batch_size: {config.batch_size} is larger than the {info.num_train} "
+                     "training examples")
+  total_steps = (config.num_train_steps if config.num_train_steps > 0
+                 else int(math.ceil(config.num_epochs * steps_per_epoch)))
+
+  axis_name = parallel.PMAP_AXIS if config.parallel == "pmap" else None
+  model = create_model(config.model.name, num_classes=info.num_classes, axis_name=axis_name,
+                       **config.model.options)
+  schedule = optim.make_schedule(config.optimizer, steps_per_epoch=steps_per_epoch,
+                                 total_steps=total_steps, batch_size=config.batch_size)
+  tx = optim.make_optimizer(config.optimizer, schedule)
+  dp = parallel.data_parallel(config.parallel, label_smoothing=config.label_smoothing,
+                              l1=config.optimizer.l1, schedule=schedule)
+
+  ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric)
+  ckpt.check_run({"model": config.model.name, "model_options": config.model.options.to_dict(),
+                  "dataset": config.dataset.name, "num_classes": info.num_classes,
+                  "image_shape": list(info.image_shape)})
+  rng = jax.random.key(config.seed)
+  init_rng, step_rng = jax.random.split(rng)
+  state = create_train_state(model, tx, init_rng, info.image_shape)
+  state = ckpt.restore_latest(state)
+  start = int(state.step)
+  state = dp.put_state(state)
+
+  writer = MetricWriter(workdir)
+  eval_every = _every(config.eval_every_steps, steps_per_epoch)
+  ckpt_every = _every(config.checkpoint_every_steps, steps_per_epoch)
+  check = dict(image_shape=info.image_shape, num_classes=info.num_classes)
+  batches = data.train_batches(config.dataset, global_batch_size=config.batch_size,
+                               seed=config.seed, start_step=start)
+
+  def evaluate(state):
+    sums = None
+    for b in data.eval_batches(config.dataset, global_batch_size=config.eval_batch_size):
+      check_batch(b, **check)
+      s = dp.eval_step(state, b)
+      sums = s if sums is None else jax.tree.map(lambda a, c: a + c, sums, s)
+    return summarize_eval(jax.device_get(sums))
+
+  t0 = time.time()
+  eval_metrics = None
+  bar = tqdm(range(start, total_steps), initial=start, total=total_steps, disable=not progress,
+             desc=f"{config.model.name} on {config.dataset.name}", unit="step", mininterval=1.0)
+  try:
+    with _StopRequest() as stop:
+      for step in bar:
+        batch = next(batches)
+        check_batch(batch, **check)
+        state, metrics = dp.train_step(state, batch, step_rng)
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not math.isfinite(metrics["loss"]):
+          raise NonFiniteLoss(
+              f"loss is {metrics['loss']} at step {step}; stopped without saving (the last good "
+              f"checkpoint is step {ckpt.latest_step()} in {workdir}); lower "
+              "optimizer.learning_rate or check the data")
+        done = step + 1
+        if done % config.log_every_steps == 0 or done == total_steps:
+          writer.write(done, "train", {**metrics, "epoch": done / steps_per_epoch})
+          bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}")
+        if done % eval_every == 0 or done == total_steps:
+          eval_metrics = evaluate(state)
+          writer.write(done, "eval", eval_metrics)
+          bar.set_postfix(loss=f"{metrics['loss']:.3f}", eval_acc=f"{eval_metrics['accuracy']:.4f}")
+        if done % ckpt_every == 0 or done == total_steps or stop.signum is not None:
+          ckpt.save(dp.get_state(state), eval_metrics if done % eval_every == 0 or
+                    done == total_steps else None)
+        if stop.signum is not None:
+          raise TrainingInterrupted(stop.signum, done, workdir)
+    if eval_metrics is None:  # resumed after the last step: evaluate the restored state
+      eval_metrics = evaluate(state)
+    best_step, best = ckpt.best_metrics()
+  finally:
+    bar.close()
+    writer.close()
+    ckpt.close()
+
+  summary = {"model": config.model.name, "dataset": config.dataset.name, "steps": total_steps,
+             "epochs": total_steps / steps_per_epoch, "eval_loss": eval_metrics["loss"],
+             "eval_accuracy": eval_metrics["accuracy"], "best_step": best_step,
+             "best_accuracy": None if best is None else best.get("accuracy"),
+             "num_params": int(sum(np.size(x) for x in jax.tree.leaves(dp.get_state(state).params))),
+             "seconds": time.time() - t0, "workdir": str(workdir)}
+  (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+  if config.plot:
+    from jaxvision.analysis.plots import plot_training_curves
+    plot_training_curves(read_metrics(writer.path), workdir / "curves.png",
+                         title=f"{config.model.name} on {config.dataset.name}")
+  return summary

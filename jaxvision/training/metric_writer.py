@@ -1,0 +1,35 @@
+"""Metrics to `workdir/metrics.jsonl` (one JSON object a line) and TensorBoard event files."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from tensorboardX import SummaryWriter
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricWriter:
+  """Writes `{"step", "split", **scalars}` rows; TensorBoard tags are `split/name`."""
+
+  def __init__(self, workdir: str | pathlib.Path):
+    self.path = pathlib.Path(workdir) / METRICS_FILE
+    self._file = self.path.open("a")
+    self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+
+  def write(self, step: int, split: str, scalars: dict) -> None:
+    row = {"step": int(step), "split": split, **{k: float(v) for k, v in scalars.items()}}
+    self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
+    for k, v in scalars.items():
+      self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+
+  def close(self) -> None:
+    self._file.close()
+    self._tb.close()
+
+
+def read_metrics(path: str | pathlib.Path) -> list[dict]:
+  """Rows of a metrics.jsonl file."""
+  return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line.strip()]

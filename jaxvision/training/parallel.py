@@ -1,0 +1,114 @@
+"""Data parallelism around one step body: jit with NamedSharding (primary) and pmap.
+
+Both wrappers take numpy batches as the host sees them (its share of the global batch) and
+return metrics as replicated arrays. `ShardedJit` splits the batch over a 1-D mesh axis
+`data` and replicates the state; BatchNorm then sees the global batch by construction, and
+the same code runs multi-host after `jax.distributed.initialize()`. `Pmap` maps the step over
+local devices with `axis_name="batch"`; the step body averages gradients and metrics over it,
+and the model must be built with `axis_name="batch"` so BatchNorm statistics are synchronised.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxvision.training import steps
+
+PMAP_AXIS = "batch"
+MESH_AXIS = "data"
+KINDS = ("jit", "pmap")
+
+
+def check_divisible(batch: dict, num_shards: int, what: str) -> None:
+  size = len(next(iter(batch.values())))
+  if size % num_shards:
+    raise ValueError(f"batch: {size} examples per host do not divide across {num_shards} {what}; "
+                     f"expected a multiple of {num_shards} (set batch_size accordingly)")
+
+
+class ShardedJit:
+  """`jax.jit` with the batch sharded over mesh axis `data` and the state replicated."""
+
+  axis_name = None
+
+  def __init__(self, train_step: Callable, eval_step: Callable,
+               devices: Sequence[jax.Device] | None = None):
+    self.devices = list(devices or jax.devices())
+    self.mesh = Mesh(np.array(self.devices), (MESH_AXIS,))
+    self.data = NamedSharding(self.mesh, P(MESH_AXIS))
+    self.replicated = NamedSharding(self.mesh, P())
+    self._train = jax.jit(train_step, in_shardings=(self.replicated, self.data, self.replicated),
+                          out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+    self._eval = jax.jit(eval_step, in_shardings=(self.replicated, self.data),
+                         out_shardings=self.replicated)
+
+  @property
+  def num_devices(self) -> int:
+    return len(self.devices)
+
+  def put_state(self, state):
+    return jax.device_put(state, self.replicated)
+
+  def get_state(self, state):
+    return state
+
+  def put_batch(self, batch: dict):
+    local = len([d for d in self.devices if d.process_index == jax.process_index()])
+    check_divisible(batch, local, "local devices")
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.data, x), batch)
+
+  def train_step(self, state, batch: dict, rng):
+    return self._train(state, self.put_batch(batch), rng)
+
+  def eval_step(self, state, batch: dict):
+    return self._eval(state, self.put_batch(batch))
+
+
+class Pmap:
+  """`jax.pmap` over local devices with `axis_name="batch"`; the state is stacked per device."""
+
+  axis_name = PMAP_AXIS
+
+  def __init__(self, train_step: Callable, eval_step: Callable,
+               devices: Sequence[jax.Device] | None = None):
+    self.devices = list(devices or jax.local_devices())
+    self._train = jax.pmap(train_step, axis_name=PMAP_AXIS, in_axes=(0, 0, None),
+                           donate_argnums=(0,), devices=self.devices)
+    self._eval = jax.pmap(eval_step, axis_name=PMAP_AXIS, devices=self.devices)
+
+  @property
+  def num_devices(self) -> int:
+    return len(self.devices)
+
+  def put_state(self, state):
+    n = self.num_devices
+    return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), state)
+
+  def get_state(self, state):
+    return jax.tree.map(lambda x: x[0], state)
+
+  def put_batch(self, batch: dict):
+    n = self.num_devices
+    check_divisible(batch, n, "local devices")
+    return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+
+  def train_step(self, state, batch: dict, rng):
+    state, metrics = self._train(state, self.put_batch(batch), rng)
+    return state, jax.tree.map(lambda m: m[0], metrics)
+
+  def eval_step(self, state, batch: dict):
+    return jax.tree.map(lambda m: m[0], self._eval(state, self.put_batch(batch)))
+
+
+def data_parallel(kind: str, devices: Sequence[jax.Device] | None = None, **step_options):
+  """A ShardedJit ('jit') or Pmap ('pmap') around `steps.make_train_step(**step_options)`."""
+  if kind == "jit":
+    return ShardedJit(steps.make_train_step(**step_options), steps.make_eval_step(), devices)
+  if kind == "pmap":
+    return Pmap(steps.make_train_step(axis_name=PMAP_AXIS, **step_options),
+                steps.make_eval_step(PMAP_AXIS), devices)
+  raise ValueError(f"parallel: expected one of {KINDS}, got {kind!r}")

@@ -1,0 +1,28 @@
+"""Checks of a batch against what the model was built for, on the host, before any compute."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_batch(batch: dict, *, image_shape: tuple[int, int, int], num_classes: int) -> None:
+  """Raises ValueError/TypeError naming the field, what it holds and what was expected."""
+  for key in ("image", "label"):
+    if key not in batch:
+      raise ValueError(f"batch: missing {key!r}; expected keys 'image' and 'label', got {sorted(batch)}")
+  image, label = np.asarray(batch["image"]), np.asarray(batch["label"])
+  if image.ndim != 4:
+    raise ValueError(f"batch['image']: expected rank 4 [B, H, W, C], got shape {image.shape}")
+  if not np.issubdtype(image.dtype, np.floating):
+    raise TypeError(f"batch['image']: expected a floating-point dtype, got {image.dtype}")
+  if image.shape[-1] != image_shape[-1]:
+    raise ValueError(f"batch['image']: expected {image_shape[-1]} channels (shape [B, "
+                     f"{', '.join(map(str, image_shape))}]), got shape {image.shape}")
+  if label.shape != image.shape[:1]:
+    raise ValueError(f"batch['label']: expected shape ({image.shape[0]},), got {label.shape}")
+  if not np.issubdtype(label.dtype, np.integer):
+    raise TypeError(f"batch['label']: expected integer class ids, got dtype {label.dtype}")
+  lo, hi = int(label.min()), int(label.max())
+  if lo < 0 or hi >= num_classes:
+    raise ValueError(f"batch['label']: expected class ids in [0, {num_classes}), got values in "
+                     f"[{lo}, {hi}]")

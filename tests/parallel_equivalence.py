@@ -1,0 +1,68 @@
+"""Run in a subprocess with 8 host devices (see test_parallel.py): one single-device step vs
+ShardedJit and Pmap steps on the same global batch. Prints the largest differences as JSON."""
+
+import json
+import os
+import sys
+
+assert "--xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", ""), "set XLA_FLAGS"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from jaxvision.models.resnet import ResNet  # noqa: E402
+from jaxvision.training import parallel, steps  # noqa: E402
+from jaxvision.training.train_state import create_train_state  # noqa: E402
+
+
+def tiny(**kw):
+  return ResNet(stage_sizes=(2, 2), widths=(8, 16), num_classes=5, stem="cifar", stem_width=8,
+                stochastic_depth=True, final_survival_prob=0.5, **kw)
+
+
+def host(tree):
+  return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
+
+
+def max_diff(a, b):
+  return max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def main():
+  n_steps = 2
+  rs = np.random.RandomState(0)
+  batches = [{"image": rs.randn(16, 8, 8, 3).astype(np.float32),
+              "label": rs.randint(0, 5, 16).astype(np.int32)} for _ in range(n_steps)]
+  rng = jax.random.key(1)
+  tx = optax.sgd(0.1, momentum=0.9)
+  state0 = create_train_state(tiny(), tx, jax.random.key(0), (8, 8, 3))
+
+  single = jax.jit(steps.make_train_step())
+  s, ref_metrics = state0, []
+  for b in batches:
+    s, m = single(s, b, rng)
+    ref_metrics.append(host(m))
+  ref = host((s.params, s.batch_stats, s.opt_state))
+
+  out = {"devices": jax.device_count()}
+  # "pmap_unsynced": a model without axis_name keeps per-device BatchNorm statistics (the trap).
+  runs = (("jit", "jit", tiny()), ("pmap", "pmap", tiny(axis_name=parallel.PMAP_AXIS)),
+          ("pmap_unsynced", "pmap", tiny()))
+  for name, kind, model in runs:
+    dp = parallel.data_parallel(kind)
+    st = dp.put_state(jax.tree.map(np.array, state0.replace(apply_fn=model.apply)))
+    metrics = []
+    for b in batches:
+      st, m = dp.train_step(st, b, rng)
+      metrics.append(host(m))
+    st = dp.get_state(st)
+    got = host((st.params, st.batch_stats, st.opt_state))
+    out[name] = {"params": max_diff(ref[0], got[0]), "batch_stats": max_diff(ref[1], got[1]),
+                 "opt_state": max_diff(ref[2], got[2]), "metrics": max_diff(ref_metrics, metrics),
+                 "num_devices": dp.num_devices}
+  json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+  main()
