@@ -79,8 +79,9 @@ def test_scanned_stage_equals_unrolled_stage(x, train):
   variables = jax.tree.map(lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size).reshape(a.shape)),
                            variables)  # non-trivial BN statistics and scales
   kw = {"mutable": ["batch_stats"]} if train else {}
-  out_s = scanned.apply(variables, x, train=train, **kw)
-  out_u = unrolled.apply(unstack_model_vars(variables, scanned), x, train=train, **kw)
+  out_s = jax.jit(functools.partial(scanned.apply, train=train, **kw))(variables, x)
+  out_u = jax.jit(functools.partial(unrolled.apply, train=train, **kw))(
+      unstack_model_vars(variables, scanned), x)
   if train:
     (out_s, new_s), (out_u, new_u) = out_s, out_u
     new_s = unstack_model_vars(new_s, scanned)
@@ -172,8 +173,8 @@ def test_stochastic_depth_dropped_block_is_identity_and_eval_scales_by_p(y):
   v = m.init(jax.random.key(0), y, train=False)
   g = branch_fn(v["params"], v["batch_stats"], 0)(y)
   kept, dropped = jax.nn.relu(y + g), y
-  outs = [m.apply(v, y, train=True, rngs={"stochastic_depth": r})
-          for r in jax.random.split(jax.random.key(4), 40)]
+  train_apply = jax.jit(lambda r: m.apply(v, y, train=True, rngs={"stochastic_depth": r}))
+  outs = [train_apply(r) for r in jax.random.split(jax.random.key(4), 40)]
   is_kept = [bool(jnp.allclose(o, kept, atol=1e-6)) for o in outs]
   is_dropped = [bool(jnp.allclose(o, dropped)) for o in outs]
   assert all(a != b for a, b in zip(is_kept, is_dropped))
@@ -192,8 +193,8 @@ def test_remat_gives_the_same_values_and_gradients(x):
                          mutable=["batch_stats"])
     return jnp.sum(out ** 2)
 
-  g1 = jax.grad(functools.partial(loss, plain))(v["params"])
-  g2 = jax.grad(functools.partial(loss, remat))(v["params"])
+  g1 = jax.jit(jax.grad(functools.partial(loss, plain)))(v["params"])
+  g2 = jax.jit(jax.grad(functools.partial(loss, remat)))(v["params"])
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 

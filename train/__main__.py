@@ -4,9 +4,10 @@ Trains (resuming from DIR's latest checkpoint), writing DIR/metrics.jsonl, Tenso
 checkpoints, DIR/summary.json and DIR/curves.png, and prints a one-line summary.
 """
 
+import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (train/configs/*.py).",
@@ -15,9 +16,24 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _enable_compilation_cache():
+  """XLA's persistent cache, so a second run of the same config skips compilation.
+
+  JAXVISION_COMPILATION_CACHE names the folder (default ~/.cache/jaxvision/xla); empty turns it off.
+  """
+  import jax
+  path = os.environ.get("JAXVISION_COMPILATION_CACHE",
+                        os.path.join(os.path.expanduser("~"), ".cache", "jaxvision", "xla"))
+  if path:
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  _enable_compilation_cache()
   from jaxvision.training.fit import NonFiniteLoss, TrainingInterrupted, fit
   try:
     s = fit(_CONFIG.value, _WORKDIR.value)

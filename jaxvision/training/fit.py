@@ -65,6 +65,13 @@ class _StopRequest:
       signal.signal(sig, handler)
 
 
+def _check_finite(params, step: int, ckpt: Checkpointer, workdir: pathlib.Path) -> None:
+  if not all(np.isfinite(x).all() for x in jax.tree.leaves(params)):
+    raise NonFiniteLoss(f"parameters are not finite at step {step}; stopped without saving (the "
+                        f"last checkpoint, step {ckpt.latest_step()} in {workdir}, holds finite "
+                        "parameters); lower optimizer.learning_rate or check the data")
+
+
 def _every(value: int, steps_per_epoch: int) -> int:
   return steps_per_epoch if value <= 0 else value
 
@@ -136,10 +143,10 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
         state, metrics = dp.train_step(state, batch, step_rng)
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not math.isfinite(metrics["loss"]):
-          raise NonFiniteLoss(
-              f"loss is {metrics['loss']} at step {step}; stopped without saving (the last good "
-              f"checkpoint is step {ckpt.latest_step()} in {workdir}); lower "
-              "optimizer.learning_rate or check the data")
+          raise NonFiniteLoss(f"loss is {metrics['loss']} at step {step}; stopped without saving "
+                              f"(the last checkpoint, step {ckpt.latest_step()} in {workdir}, "
+                              "holds finite parameters); lower optimizer.learning_rate or check "
+                              "the data")
         done = step + 1
         if done % config.log_every_steps == 0 or done == total_steps:
           writer.write(done, "train", {**metrics, "epoch": done / steps_per_epoch})
@@ -149,7 +156,9 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
           writer.write(done, "eval", eval_metrics)
           bar.set_postfix(loss=f"{metrics['loss']:.3f}", eval_acc=f"{eval_metrics['accuracy']:.4f}")
         if done % ckpt_every == 0 or done == total_steps or stop.signum is not None:
-          ckpt.save(dp.get_state(state), eval_metrics if done % eval_every == 0 or
+          host_state = jax.device_get(dp.get_state(state))
+          _check_finite(host_state.params, done, ckpt, workdir)
+          ckpt.save(host_state, eval_metrics if done % eval_every == 0 or
                     done == total_steps else None)
         if stop.signum is not None:
           raise TrainingInterrupted(stop.signum, done, workdir)
