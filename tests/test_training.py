@@ -17,6 +17,7 @@ from jaxvision.training import optim, steps
 from jaxvision.training.config import check_config, default_config
 from jaxvision.training.fit import NonFiniteLoss, fit
 from jaxvision.training.train_state import create_train_state
+from jaxvision.training.tasks import Classification
 from jaxvision.training.validation import check_batch
 
 
@@ -101,8 +102,8 @@ def test_eval_step_ignores_padding_rows(tiny_state):
   image = rs.randn(4, 8, 8, 1).astype(np.float32)
   label = np.array([0, 1, 2, 0], np.int32)
   ev = jax.jit(steps.make_eval_step())
-  full = steps.summarize_eval(ev(tiny_state, {"image": image[:2], "label": label[:2]}))
-  padded = steps.summarize_eval(ev(tiny_state, {"image": image, "label": label,
+  full = Classification.summarize(ev(tiny_state, {"image": image[:2], "label": label[:2]}))
+  padded = Classification.summarize(ev(tiny_state, {"image": image, "label": label,
                                                 "weight": np.array([1, 1, 0, 0], np.float32)}))
   assert full == pytest.approx(padded, rel=1e-6)
 
@@ -184,3 +185,14 @@ def _state_like(c):
   model = create_model(c.model.name, num_classes=10)
   tx = optim.make_optimizer(c.optimizer, optax.constant_schedule(0.1))
   return create_train_state(model, tx, jax.random.key(0), (8, 8, 1))
+
+
+def test_sown_intermediates_are_logged_as_metrics():
+  model = ResNet(stage_sizes=(2, 1), widths=(4, 8), num_classes=3, stem="cifar", stem_width=4,
+                 stochastic_depth=True, final_survival_prob=0.5)
+  state = create_train_state(model, optax.sgd(0.01), jax.random.key(0), (8, 8, 1))
+  batch = {"image": np.ones((2, 8, 8, 1), np.float32), "label": np.zeros(2, np.int32)}
+  step = jax.jit(steps.make_train_step(log_intermediates=("gate",)))
+  kept = [float(step(state, batch, jax.random.key(i))[1]["gate"]) for i in range(20)]
+  assert set(kept) <= {0.0, 1.0, 2.0, 3.0} and len(set(kept)) > 1  # blocks kept this step
+  assert "gate" not in jax.jit(steps.make_train_step())(state, batch, jax.random.key(0))[1]

@@ -44,6 +44,7 @@ class ResNet(nn.Module):
     final_survival_prob: p_L of the linear decay over all the network's blocks.
     remat: rematerialise each block in the backward pass.
     scan: scan identical blocks (True) or unroll them.
+    scan_unroll: blocks per compiled scan iteration (None: all on CPU, 1 on GPU/TPU).
     zero_init_residual: initialise the last BN scale of each branch to zero.
     axis_name: mapped axis over which BatchNorm statistics are averaged (pmap).
     dtype: computation dtype (parameters and BatchNorm statistics stay float32).
@@ -61,6 +62,7 @@ class ResNet(nn.Module):
   final_survival_prob: float = 0.5
   remat: bool = False
   scan: bool = True
+  scan_unroll: int | None = None
   zero_init_residual: bool = False
   axis_name: str | None = None
   dtype: Any = jnp.float32
@@ -99,7 +101,7 @@ class ResNet(nn.Module):
         stage_probs = stage_probs[1:]
       x = ResidualStage(dict(block, branch=branch), len(stage_probs), tuple(stage_probs),
                         share_weights=self.share_weights, remat=self.remat, scan=self.scan,
-                        name=f"layer{i + 1}")(x, train=train)
+                        scan_unroll=self.scan_unroll, name=f"layer{i + 1}")(x, train=train)
 
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)

@@ -154,6 +154,10 @@ class ResidualStage(nn.Module):
     remat: recompute each block in the backward pass instead of storing its activations.
     scan: scan over blocks (params stacked on a leading axis under `blocks`) or unroll
       them in Python (params under `blocks_0`, `blocks_1`, ...).
+    scan_unroll: blocks per iteration of the compiled scan loop (same parameters, same
+      result). None: every block on the CPU, whose XLA backend runs the backward pass of a
+      convolution inside a loop 10-40x slower (docs/BENCHMARKS.md); 1 on GPU/TPU, where the
+      rolled loop keeps compile time flat in depth.
   """
   block: dict
   num_blocks: int
@@ -161,6 +165,7 @@ class ResidualStage(nn.Module):
   share_weights: bool = False
   remat: bool = False
   scan: bool = True
+  scan_unroll: int | None = None
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -181,9 +186,17 @@ class ResidualStage(nn.Module):
         split_rngs={"params": not self.share_weights, "stochastic_depth": True, "dropout": True},
         in_axes=(0, nn.broadcast),
         length=self.num_blocks,
+        unroll=self._unroll(),
     )
     y, _ = scanned(self.block, self.remat, name="blocks")(x, jnp.asarray(probs, jnp.float32), train)
     return y
+
+  def _unroll(self) -> int:
+    if self.scan_unroll is not None:
+      if self.scan_unroll < 1:
+        raise ValueError(f"scan_unroll: expected a positive int or None, got {self.scan_unroll}")
+      return min(self.scan_unroll, self.num_blocks)
+    return self.num_blocks if jax.default_backend() == "cpu" else 1
 
   def _unrolled(self, x, probs, train):
     if self.share_weights:

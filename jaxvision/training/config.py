@@ -45,10 +45,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.step_factor = 0.1
   c.optimizer.grad_clip_norm = 0.0   # 0: off
 
+  c.task = "classification"          # jaxvision.training.tasks: loss, eval metrics, batch checks
   c.label_smoothing = 0.0
   c.parallel = "jit"                 # jit (NamedSharding over a 'data' mesh) | pmap
 
   c.log_every_steps = 20
+  c.log_intermediates = ()           # values sown into "intermediates" to log (e.g. ("nfe",))
   c.eval_every_steps = -1            # -1: once per epoch
   c.checkpoint_every_steps = -1      # -1: once per epoch
   c.keep_checkpoints = 3

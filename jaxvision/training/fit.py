@@ -23,9 +23,8 @@ from jaxvision.training import config as config_lib
 from jaxvision.training import optim, parallel
 from jaxvision.training.checkpoint import Checkpointer
 from jaxvision.training.metric_writer import MetricWriter, read_metrics
-from jaxvision.training.steps import summarize_eval
+from jaxvision.training.tasks import make_task
 from jaxvision.training.train_state import create_train_state
-from jaxvision.training.validation import check_batch
 
 
 class TrainingInterrupted(Exception):
@@ -102,8 +101,9 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
   schedule = optim.make_schedule(config.optimizer, steps_per_epoch=steps_per_epoch,
                                  total_steps=total_steps, batch_size=config.batch_size)
   tx = optim.make_optimizer(config.optimizer, schedule)
-  dp = parallel.data_parallel(config.parallel, label_smoothing=config.label_smoothing,
-                              l1=config.optimizer.l1, schedule=schedule)
+  task = make_task(config)
+  dp = parallel.data_parallel(config.parallel, task, l1=config.optimizer.l1, schedule=schedule,
+                              log_intermediates=tuple(config.log_intermediates))
 
   ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric)
   ckpt.check_run({"model": config.model.name, "model_options": config.model.options.to_dict(),
@@ -124,12 +124,11 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
                                seed=config.seed, start_step=start)
 
   def evaluate(state):
-    sums = None
+    acc = task.accumulator()
     for b in data.eval_batches(config.dataset, global_batch_size=config.eval_batch_size):
-      check_batch(b, **check)
-      s = dp.eval_step(state, b)
-      sums = s if sums is None else jax.tree.map(lambda a, c: a + c, sums, s)
-    return summarize_eval(jax.device_get(sums))
+      task.check_batch(b, **check)
+      acc.add(dp.eval_step(state, b))
+    return acc.result()
 
   t0 = time.time()
   eval_metrics = None
@@ -139,7 +138,7 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
     with _StopRequest() as stop:
       for step in bar:
         batch = next(batches)
-        check_batch(batch, **check)
+        task.check_batch(batch, **check)
         state, metrics = dp.train_step(state, batch, step_rng)
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not math.isfinite(metrics["loss"]):

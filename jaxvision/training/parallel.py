@@ -104,11 +104,13 @@ class Pmap:
     return jax.tree.map(lambda m: m[0], self._eval(state, self.put_batch(batch)))
 
 
-def data_parallel(kind: str, devices: Sequence[jax.Device] | None = None, **step_options):
-  """A ShardedJit ('jit') or Pmap ('pmap') around `steps.make_train_step(**step_options)`."""
+def data_parallel(kind: str, task=None, devices: Sequence[jax.Device] | None = None,
+                  **step_options):
+  """A ShardedJit ('jit') or Pmap ('pmap') around `steps.make_train_step(task, **step_options)`."""
   if kind == "jit":
-    return ShardedJit(steps.make_train_step(**step_options), steps.make_eval_step(), devices)
+    return ShardedJit(steps.make_train_step(task, **step_options), steps.make_eval_step(task),
+                      devices)
   if kind == "pmap":
-    return Pmap(steps.make_train_step(axis_name=PMAP_AXIS, **step_options),
-                steps.make_eval_step(PMAP_AXIS), devices)
+    return Pmap(steps.make_train_step(task, axis_name=PMAP_AXIS, **step_options),
+                steps.make_eval_step(task, PMAP_AXIS), devices)
   raise ValueError(f"parallel: expected one of {KINDS}, got {kind!r}")
