@@ -15,16 +15,8 @@ import jax.numpy as jnp
 
 from jaxvision.models.registry import module_options, register_model
 from jaxvision.nn import residual
+from jaxvision.nn.checks import check_images
 from jaxvision.nn.residual import BasicBranch, BottleneckBranch, ResidualBlock, ResidualStage
-
-
-def check_images(x, name: str = "x"):
-  """Fail early on a batch that is not float images [B, H, W, C]."""
-  if x.ndim != 4:
-    raise ValueError(f"{name}: expected images of rank 4 [B, H, W, C], got shape {tuple(x.shape)}")
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(f"{name}: expected a floating-point image batch, got dtype {x.dtype} "
-                    "(convert and normalise images first)")
 
 
 class ResNet(nn.Module):
