@@ -12,4 +12,4 @@ def digits_dir(tmp_path_factory):
 
   data_dir = tmp_path_factory.mktemp("tfds")
   tfds.builder("digits", data_dir=str(data_dir)).download_and_prepare()
-  return data_dir
+  return str(data_dir)

@@ -51,13 +51,6 @@ def _keys(images, labels):
   return sorted((int(l), i.tobytes()) for i, l in zip(images, labels))
 
 
-@pytest.fixture(scope="session")
-def digits_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  tfds.builder("digits", data_dir=path).download_and_prepare()
-  return path
-
-
 def test_import_is_offline_and_registers_digits():
   from tensorflow_datasets.core.utils import gcs_utils
   assert gcs_utils._is_gcs_disabled  # pylint: disable=protected-access

@@ -19,6 +19,8 @@ def plot_training_curves(rows: list[dict], out: str | pathlib.Path, title: str =
       if pts:
         steps, values = zip(*sorted(dict(pts).items()))
         ax.plot(steps, values, style, label=split, markersize=3)
+    if key == "loss":
+      ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)
