@@ -61,6 +61,15 @@ def main():
     out[name] = {"params": max_diff(ref[0], got[0]), "batch_stats": max_diff(ref[1], got[1]),
                  "opt_state": max_diff(ref[2], got[2]), "metrics": max_diff(ref_metrics, metrics),
                  "num_devices": dp.num_devices}
+  # A batch that does not divide across the 8 devices is refused before any compute.
+  for kind in ("jit", "pmap"):
+    dp = parallel.data_parallel(kind)
+    try:
+      dp.train_step(dp.put_state(jax.tree.map(np.array, state0)),
+                    {k: v[:12] for k, v in batches[0].items()}, rng)
+      out[f"{kind}_indivisible"] = "no error"
+    except ValueError as e:
+      out[f"{kind}_indivisible"] = str(e)
   json.dump(out, sys.stdout)
 
 

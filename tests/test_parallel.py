@@ -29,3 +29,8 @@ def test_data_parallel_step_equals_single_device_step(diffs, kind):
 def test_pmap_without_axis_name_keeps_per_device_batch_stats(diffs):
   # The trap the field notes describe: unsynchronised BatchNorm under pmap is a different step.
   assert diffs["pmap_unsynced"]["batch_stats"] > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["jit", "pmap"])
+def test_batch_that_does_not_divide_across_devices_is_refused(diffs, kind):
+  assert "batch: 12 examples per host do not divide across 8 local devices" in diffs[f"{kind}_indivisible"]

@@ -13,6 +13,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from jaxvision.training.metric_writer import read_metrics
+
 ROOT = pathlib.Path(__file__).parent.parent
 STEPS = 24
 
@@ -49,6 +51,15 @@ def wait_for_checkpoint_after(proc, workdir, step, timeout=120):
                        f"{proc.stderr.read() if proc.poll() is not None else ''}")
 
 
+def assert_keeps_last_and_best(workdir):
+  """The last 3 checkpoints are kept, and the best by eval accuracy separately."""
+  assert saved_steps(workdir) == [16, 20, 24]
+  evals = [r for r in read_metrics(workdir / "metrics.jsonl") if r["split"] == "eval"]
+  assert [r["step"] for r in evals] == [12, 24]
+  best = max(evals, key=lambda r: r["accuracy"])["step"]
+  assert [p.name for p in (workdir / "best").iterdir() if p.name.isdigit()] == [str(best)]
+
+
 def final_params(workdir):
   tree = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(STEPS) / "default")
   return tree["params"]
@@ -59,6 +70,7 @@ def test_sigterm_and_sigkill_resume_to_the_uninterrupted_result(cli, tmp_path):
   out, err = ref.communicate(timeout=300)
   assert ref.returncode == 0, err
   assert out.startswith("done: cifar_resnet20 on digits, 24 steps")
+  assert_keeps_last_and_best(tmp_path / "ref")
 
   work = tmp_path / "interrupted"
   p = cli(work)
