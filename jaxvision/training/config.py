@@ -15,6 +15,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.name = "cifar_resnet20"
   # Keyword options passed to jaxvision.models.create_model (step_size, share_weights, ...).
   c.model.options = ml_collections.ConfigDict()
+  # Initial weights (docs/TRANSFER_LEARNING.md): "" none; a torchvision .safetensors/.pth/.pt
+  # file for model.name, or a jaxvision workdir / checkpoint folder (its latest step).
+  c.model.pretrained = ""
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "digits"          # digits | mnist | cifar10 | cifar100 | imagenet2012
@@ -44,6 +47,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.step_epochs = (0.5, 0.75)  # 'step': decay by step_factor at these fractions of training
   c.optimizer.step_factor = 0.1
   c.optimizer.grad_clip_norm = 0.0   # 0: off
+
+  c.finetune = ml_collections.ConfigDict()  # jaxvision/training/finetune.py
+  c.finetune.head = ""               # regex of the new head's parameter paths; "": the model's (fc, ...)
+  c.finetune.backbone_lr_scale = 1.0  # learning rate of the non-head parameters x this; 0 freezes them
+  c.finetune.freeze = ""             # regex of further parameter paths kept frozen (e.g. "conv1|layer1")
+  c.finetune.freeze_batch_norm = False  # normalise with the running statistics, never update them
 
   c.task = "classification"          # jaxvision.training.tasks: loss, eval metrics, batch checks
   c.label_smoothing = 0.0

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from jaxvision.models import create_model
 from jaxvision.training import config as config_lib
-from jaxvision.training import optim, parallel
+from jaxvision.training import finetune, optim, parallel
 from jaxvision.training.checkpoint import Checkpointer
 from jaxvision.training.metric_writer import MetricWriter, read_metrics
 from jaxvision.training.tasks import make_task
@@ -100,7 +100,7 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
                        **config.model.options)
   schedule = optim.make_schedule(config.optimizer, steps_per_epoch=steps_per_epoch,
                                  total_steps=total_steps, batch_size=config.batch_size)
-  tx = optim.make_optimizer(config.optimizer, schedule)
+  tx = finetune.make_optimizer(optim.make_optimizer(config.optimizer, schedule), config)
   task = make_task(config)
   dp = parallel.data_parallel(config.parallel, task, l1=config.optimizer.l1, schedule=schedule,
                               log_intermediates=tuple(config.log_intermediates))
@@ -112,6 +112,7 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
   state = create_train_state(model, tx, init_rng, info.image_shape)
+  state = finetune.prepare_state(state, config, load_pretrained_weights=ckpt.latest_step() is None)
   state = ckpt.restore_latest(state)
   start = int(state.step)
   state = dp.put_state(state)
@@ -180,4 +181,6 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
     from jaxvision.analysis.plots import plot_training_curves
     plot_training_curves(read_metrics(writer.path), workdir / "curves.png",
                          title=f"{config.model.name} on {config.dataset.name}")
+  if hasattr(task, "on_train_end"):  # e.g. segmentation overlays
+    task.on_train_end(dp.get_state(state), config, workdir)
   return summary

@@ -1,0 +1,27 @@
+"""Fine-tuning offline: the `make demo` model (CIFAR ResNet-20 trained on digits, in runs/demo)
+with a new head, its backbone at a tenth of the learning rate and BatchNorm frozen.
+
+  make demo   # pretrains runs/demo (or: python -m train --config train/configs/demo.py --workdir runs/demo)
+  python -m train --config train/configs/finetune_digits.py --workdir runs/finetune_digits
+
+Variants (results in docs/TRANSFER_LEARNING.md): `--config.finetune.backbone_lr_scale=0` trains
+the head only (a linear probe); `--config.dataset.image_size=16` fine-tunes at twice the
+resolution; `--config.model.pretrained=FILE.safetensors` with a torchvision model name starts
+from torchvision weights.
+"""
+
+from jaxvision.training.config import default_config
+
+
+def get_config():
+  c = default_config()
+  c.model.name = "cifar_resnet20"
+  c.model.pretrained = "runs/demo"
+  c.finetune.backbone_lr_scale = 0.1
+  c.finetune.freeze_batch_norm = True
+  c.dataset.name = "digits"
+  c.batch_size = 64
+  c.num_epochs = 3.0
+  c.optimizer.learning_rate = 0.05
+  c.optimizer.warmup_epochs = 0.0
+  return c
