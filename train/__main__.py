@@ -43,10 +43,10 @@ def main(argv):
   except NonFiniteLoss as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  evals = ", ".join(f"eval {k} {v:.4f}" for k, v in s["eval"].items())
+  best = "" if s["best_value"] is None else f", best {s['best_metric']} {s['best_value']:.4f} at step {s['best_step']}"
   print(f"done: {s['model']} on {s['dataset']}, {s['steps']} steps ({s['epochs']:.1f} epochs), "
-        f"{s['num_params']:,} params, eval accuracy {s['eval_accuracy']:.4f}, eval loss "
-        f"{s['eval_loss']:.4f}, best {s['best_accuracy']:.4f} at step {s['best_step']}, "
-        f"{s['seconds']:.0f}s; outputs in {s['workdir']}")
+        f"{s['num_params']:,} params, {evals}{best}, {s['seconds']:.0f}s; outputs in {s['workdir']}")
 
 
 if __name__ == "__main__":

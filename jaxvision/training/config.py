@@ -26,6 +26,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.dataset.crop_padding = -1        # -1: the dataset's default; 0 disables random crop
   c.dataset.flip = ml_collections.FieldReference(None, field_type=bool)  # None: dataset default
   c.dataset.shuffle_buffer = 10_000
+  c.dataset.max_boxes = 0            # detection: boxes per image after padding (0: dataset default)
+  c.dataset.drop_extra_boxes = False  # detection: drop boxes past max_boxes (with a warning) or fail
 
   c.batch_size = 128                 # global batch, split across devices and hosts
   c.eval_batch_size = 256

@@ -150,11 +150,12 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
         done = step + 1
         if done % config.log_every_steps == 0 or done == total_steps:
           writer.write(done, "train", {**metrics, "epoch": done / steps_per_epoch})
-          bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}")
+          bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         if done % eval_every == 0 or done == total_steps:
           eval_metrics = evaluate(state)
           writer.write(done, "eval", eval_metrics)
-          bar.set_postfix(loss=f"{metrics['loss']:.3f}", eval_acc=f"{eval_metrics['accuracy']:.4f}")
+          bar.set_postfix({"loss": f"{metrics['loss']:.3f}", f"eval_{config.best_metric}":
+                           f"{eval_metrics.get(config.best_metric, float('nan')):.4f}"})
         if done % ckpt_every == 0 or done == total_steps or stop.signum is not None:
           host_state = jax.device_get(dp.get_state(state))
           _check_finite(host_state.params, done, ckpt, workdir)
@@ -172,7 +173,9 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
 
   summary = {"model": config.model.name, "dataset": config.dataset.name, "steps": total_steps,
              "epochs": total_steps / steps_per_epoch, "eval_loss": eval_metrics["loss"],
-             "eval_accuracy": eval_metrics["accuracy"], "best_step": best_step,
+             "eval": eval_metrics, "eval_accuracy": eval_metrics.get("accuracy"),
+             "best_metric": config.best_metric, "best_step": best_step,
+             "best_value": None if best is None else best.get(config.best_metric),
              "best_accuracy": None if best is None else best.get("accuracy"),
              "num_params": int(sum(np.size(x) for x in jax.tree.leaves(dp.get_state(state).params))),
              "seconds": time.time() - t0, "workdir": str(workdir)}
