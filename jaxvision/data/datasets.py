@@ -1,4 +1,4 @@
-"""The image-classification datasets the pipeline knows, and their defaults."""
+"""The datasets the pipeline knows (classification and segmentation), and their defaults."""
 
 import dataclasses
 
@@ -16,8 +16,10 @@ class DatasetSpec:
     image_shape: native (H, W, C); for `crop="inception"` the default output size.
     mean: per-channel mean of pixel values scaled to [0, 1].
     std: per-channel standard deviation of pixel values scaled to [0, 1].
-    crop: training crop: "pad" (zero-pad then random crop back to size) or
-      "inception" (random resized crop; eval resizes and takes a centre crop).
+    crop: training crop: "pad" (zero-pad then random crop back to size),
+      "inception" (random resized crop; eval resizes and takes a centre crop)
+      or "scale" (segmentation: random rescaling by `scale_range`, then a
+      random crop, the same for image and mask; eval resizes).
     crop_padding: default padding for `crop="pad"`.
     flip: whether training images are randomly flipped left-right by default.
     eval_crop_fraction: `crop="inception"` only: centre crop side / shorter side
@@ -25,6 +27,12 @@ class DatasetSpec:
     cache: keep the decoded training split in memory (small datasets only).
     offline_build: `download_and_prepare()` needs no network, so the pipeline
       prepares the dataset itself when it is missing.
+    kind: "classification" (batches hold `label`) or "segmentation" (`mask`).
+    mask_key: segmentation only: the TFDS feature holding the per-pixel labels.
+    mask_map: segmentation only: stored mask value v -> label mask_map[v]
+      (255 = ignore); None keeps the stored values.
+    scale_range: segmentation only (`crop="scale"`): the random rescaling
+      factors of training images before the random crop.
   """
 
   name: str
@@ -41,7 +49,17 @@ class DatasetSpec:
   eval_crop_fraction: float = 1.0
   cache: bool = True
   offline_build: bool = False
+  kind: str = "classification"
+  mask_key: str = "mask"
+  mask_map: tuple[int, ...] | None = None
+  scale_range: tuple[float, float] = (1.0, 1.0)
 
+
+_SHAPES = dict(train_split="train", eval_split="test", num_classes=4,
+               mean=(0.504, 0.484, 0.509), std=(0.260, 0.248, 0.256),
+               crop="scale", scale_range=(0.75, 1.25), flip=True,
+               offline_build=True, kind="segmentation")
+_IMAGENET_MEAN_STD = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 _CIFAR = dict(train_split="train", eval_split="test", image_shape=(32, 32, 3),
               crop_padding=4, flip=True)
@@ -71,6 +89,25 @@ DATASETS: dict[str, DatasetSpec] = {
             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
             crop="inception", flip=True, eval_crop_fraction=224 / 256,
             cache=False),
+        DatasetSpec(name="shapes", tfds_name="shapes/128",
+                    image_shape=(128, 128, 3), **_SHAPES),
+        DatasetSpec(name="shapes/64", tfds_name="shapes/64",
+                    image_shape=(64, 64, 3), **_SHAPES),
+        # Trimaps: 1 pet, 2 background, 3 border (ignored).
+        DatasetSpec(
+            name="oxford_iiit_pet", tfds_name="oxford_iiit_pet",
+            train_split="train", eval_split="test", num_classes=2,
+            image_shape=(224, 224, 3), crop="scale", scale_range=(0.5, 2.0),
+            flip=True, cache=False, kind="segmentation",
+            mask_key="segmentation_mask", mask_map=(255, 1, 0, 255),
+            **_IMAGENET_MEAN_STD),
+        # 20 classes + background; 255 marks object borders (ignored).
+        DatasetSpec(
+            name="voc2012_segmentation", tfds_name="voc2012_segmentation",
+            train_split="train", eval_split="validation", num_classes=21,
+            image_shape=(320, 320, 3), crop="scale", scale_range=(0.5, 2.0),
+            flip=True, cache=False, kind="segmentation",
+            mask_key="segmentation_mask", **_IMAGENET_MEAN_STD),
     )
 }
 

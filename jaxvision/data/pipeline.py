@@ -18,7 +18,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import tqdm_utils
 
-from jaxvision.data import augment
+from jaxvision.data import augment, segmentation
 from jaxvision.data.datasets import DatasetSpec, get_spec
 
 Batch = dict[str, np.ndarray]
@@ -67,11 +67,11 @@ def _settings(dataset_config: Any) -> _Settings:
   if not isinstance(padding, int) or padding < -1:
     raise ValueError("dataset_config.crop_padding must be an int >= -1 "
                      f"(-1: dataset default, 0: no crop); got {padding!r}")
-  if spec.crop == "inception":
+  if spec.crop in ("inception", "scale"):
     if padding > 0:
       raise ValueError(
-          f"dataset_config.crop_padding: {spec.name} uses an Inception-style "
-          f"random resized crop, so crop_padding must be -1 (on) or 0 (off); "
+          f"dataset_config.crop_padding: {spec.name} uses a random resized "
+          f"crop ({spec.crop!r}), so crop_padding must be -1 (on) or 0 (off); "
           f"got {padding}")
     random_crop = padding != 0
   else:
@@ -118,7 +118,8 @@ def _builder(settings: _Settings) -> tfds.core.DatasetBuilder:
 
 def _read(builder: tfds.core.DatasetBuilder, split: Any, spec: DatasetSpec,
           cache: bool) -> tf.data.Dataset:
-  """Examples {image, label int32} of `split` in a fixed order.
+  """Examples {image, label int32} (segmentation: {image, mask int32 [H, W]})
+  of `split` in a fixed order.
 
   Images stay encoded for `crop="inception"` (decoded with the crop window).
   """
@@ -127,8 +128,11 @@ def _read(builder: tfds.core.DatasetBuilder, split: Any, spec: DatasetSpec,
   ds = builder.as_dataset(
       split=split, shuffle_files=False, decoders=decoders,
       read_config=tfds.ReadConfig(try_autocache=False))
-  ds = ds.map(lambda ex: {"image": ex["image"],
-                          "label": tf.cast(ex["label"], tf.int32)})
+  if spec.kind == "segmentation":
+    ds = ds.map(lambda ex: segmentation.fields(ex, spec))
+  else:
+    ds = ds.map(lambda ex: {"image": ex["image"],
+                            "label": tf.cast(ex["label"], tf.int32)})
   return ds.cache() if cache else ds
 
 
@@ -193,6 +197,9 @@ def _options() -> tf.data.Options:
 
 def dataset_info(dataset_config: Any) -> DatasetInfo:
   """Returns the `DatasetInfo` of the dataset `dataset_config` describes."""
+  from jaxvision.data import detection  # detection datasets (imports this module)
+  if detection.is_detection(dataset_config.name):
+    return detection.dataset_info(dataset_config)
   s = _settings(dataset_config)
   builder = _builder(s)
   return DatasetInfo(
@@ -216,8 +223,12 @@ def train_batches(dataset_config: Any, global_batch_size: int, seed: int,
       k, k+1, ... of the run that started at 0 (skipping whole epochs cheaply).
 
   Returns:
-    Iterator of {"image": float32 [B, H, W, C], "label": int32 [B]}.
+    Iterator of {"image": float32 [B, H, W, C], "label": int32 [B]}
+    (segmentation: "mask" int32 [B, H, W], 255 = ignore, instead of "label").
   """
+  from jaxvision.data import detection  # detection datasets (imports this module)
+  if detection.is_detection(dataset_config.name):
+    return detection.train_batches(dataset_config, global_batch_size, seed, start_step)
   s = _settings(dataset_config)
   batch_size = _local_batch_size(global_batch_size)
   start_step = operator.index(start_step)
@@ -248,6 +259,8 @@ def train_batches(dataset_config: Any, global_batch_size: int, seed: int,
     # Global position over all hosts: no two examples share a seed.
     key = tf.random.experimental.stateless_fold_in(
         augment_key, position * count + index)
+    if s.spec.kind == "segmentation":
+      return segmentation.train_example(ex, s, key)
     return {"image": _train_image(ex["image"], s, key), "label": ex["label"]}
 
   first = start_step * batch_size  # Position of the first example on this host.
@@ -266,8 +279,13 @@ def eval_batches(dataset_config: Any, global_batch_size: int) -> Iterator[Batch]
 
   Returns:
     Iterator of {"image": float32 [B, H, W, C], "label": int32 [B],
-    "weight": float32 [B]} with weight 1 for real examples, 0 for padding.
+    "weight": float32 [B]} with weight 1 for real examples, 0 for padding
+    (segmentation: "mask" int32 [B, H, W] instead of "label", all 255 in
+    padding rows).
   """
+  from jaxvision.data import detection  # detection datasets (imports this module)
+  if detection.is_detection(dataset_config.name):
+    return detection.eval_batches(dataset_config, global_batch_size)
   s = _settings(dataset_config)
   batch_size = _local_batch_size(global_batch_size)
   builder = _builder(s)
@@ -281,15 +299,20 @@ def eval_batches(dataset_config: Any, global_batch_size: int) -> Iterator[Batch]
   largest_host = -(-total // count)
   num_batches = -(-largest_host // batch_size)
 
-  ds = examples.map(
-      lambda ex: {"image": _eval_image(ex["image"], s), "label": ex["label"],
-                  "weight": tf.constant(1.0, tf.float32)},
-      num_parallel_calls=tf.data.AUTOTUNE)
-  padding = tf.data.Dataset.from_tensors({
-      "image": tf.zeros(s.image_shape, tf.float32),
-      "label": tf.constant(0, tf.int32),
-      "weight": tf.constant(0.0, tf.float32),
-  }).repeat(num_batches * batch_size - local)
+  if s.spec.kind == "segmentation":
+    ds = examples.map(lambda ex: segmentation.eval_example(ex, s),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+    pad_row = segmentation.padding_example(s)
+  else:
+    ds = examples.map(
+        lambda ex: {"image": _eval_image(ex["image"], s), "label": ex["label"],
+                    "weight": tf.constant(1.0, tf.float32)},
+        num_parallel_calls=tf.data.AUTOTUNE)
+    pad_row = {"image": tf.zeros(s.image_shape, tf.float32),
+               "label": tf.constant(0, tf.int32),
+               "weight": tf.constant(0.0, tf.float32)}
+  padding = tf.data.Dataset.from_tensors(pad_row).repeat(
+      num_batches * batch_size - local)
   ds = ds.concatenate(padding).batch(batch_size, drop_remainder=True)
   ds = ds.prefetch(tf.data.AUTOTUNE)
   return iter(tfds.as_numpy(ds.with_options(_options())))

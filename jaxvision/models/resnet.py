@@ -60,7 +60,9 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, features: bool = False):
+    """Logits [B, num_classes]; with `features=True`, instead the feature maps of the stem and of
+    every stage, shallow to deep, as a list (for segmentation heads; no Dense head is built)."""
     check_images(x)
     norm = residual.batch_norm(train, self.axis_name, self.dtype)
     x = x.astype(self.dtype)
@@ -73,6 +75,7 @@ class ResNet(nn.Module):
       x = nn.relu(norm(name="bn1")(x))
     else:
       raise ValueError(f"stem: expected 'imagenet' or 'cifar', got {self.stem!r}")
+    maps = [x]
 
     probs = self._survival_probs()
     branch_cls = BottleneckBranch if self.bottleneck else BasicBranch
@@ -94,6 +97,9 @@ class ResNet(nn.Module):
       x = ResidualStage(dict(block, branch=branch), len(stage_probs), tuple(stage_probs),
                         share_weights=self.share_weights, remat=self.remat, scan=self.scan,
                         scan_unroll=self.scan_unroll, name=f"layer{i + 1}")(x, train=train)
+      maps.append(x)
+    if features:
+      return maps
 
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
@@ -134,6 +140,9 @@ _ARCHITECTURE = ("stage_sizes", "widths", "bottleneck", "stem", "stem_width")
 _IMAGENET_OPTIONS = module_options(ResNet, exclude=_ARCHITECTURE + ("shortcut",))
 _CIFAR_OPTIONS = _IMAGENET_OPTIONS | {"shortcut"}
 
+# Any architecture (stage_sizes, widths, bottleneck, stem, stem_width all options), e.g. a
+# narrow backbone for CPU-sized segmentation models.
+register_model("resnet", ResNet, module_options(ResNet))
 for _depth in _IMAGENET:
   register_model(f"resnet{_depth}", functools.partial(_imagenet_resnet, _depth), _IMAGENET_OPTIONS)
 for _depth in _CIFAR_DEPTHS:

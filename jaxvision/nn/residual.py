@@ -74,7 +74,7 @@ SHORTCUTS = ("identity", "projection", "pad")
 
 
 class ResidualBlock(nn.Module):
-  """One step `Y -> relu(S(Y) + h * gate * G(Y))`.
+  """One step `Y -> relu(S(Y) + h * gate * G(Y))` (without the ReLU: `post_activation=False`).
 
   Attributes:
     branch: constructor of the residual branch `G` (features and strides already bound).
@@ -84,6 +84,9 @@ class ResidualBlock(nn.Module):
       zero-pad channels, option A of He et al. 2015).
     step_size: h.
     stochastic_depth: whether `survival_prob` gates the branch.
+    post_activation: the ReLU after the sum (ResNet v1). Without it, an identity-shortcut block
+      is an explicit Euler step `Y + h * G(t, Y)` of the ODE `dY/dt = G(t, Y)`.
+    time_input: call the branch as `G(t, Y)` with the block's time `t` (else `G(Y)`).
   """
   branch: Callable[..., nn.Module]
   out_features: int
@@ -93,13 +96,17 @@ class ResidualBlock(nn.Module):
   stochastic_depth: bool = False
   norm: ModuleDef = nn.BatchNorm
   dtype: Any = jnp.float32
+  post_activation: bool = True
+  time_input: bool = False
 
   @nn.compact
-  def __call__(self, x, survival_prob, train: bool):
-    g = self.branch(name="branch")(x)
+  def __call__(self, x, survival_prob, train: bool, t=0.0):
+    branch = self.branch(name="branch")
+    g = branch(t, x) if self.time_input else branch(x)
     s = self._shortcut(x)
     gate = self._gate(survival_prob, train)
-    return nn.relu(s + (self.step_size * gate).astype(g.dtype) * g)
+    y = s + (self.step_size * gate).astype(g.dtype) * g
+    return nn.relu(y) if self.post_activation else y
 
   def _shortcut(self, x):
     if self.shortcut == "identity":
@@ -135,10 +142,11 @@ class _ScanStep(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, y, survival_prob, train: bool):
+  def __call__(self, y, inputs, train: bool):
+    survival_prob, t = inputs
     block_cls = nn.remat(ResidualBlock, static_argnums=(3,)) if self.remat else ResidualBlock
     block = block_cls(**self.block, name="block")
-    return block(y, survival_prob, train), None
+    return block(y, survival_prob, train, t), None
 
 
 class ResidualStage(nn.Module):
@@ -158,6 +166,7 @@ class ResidualStage(nn.Module):
       result). None: every block on the CPU, whose XLA backend runs the backward pass of a
       convolution inside a loop 10-40x slower (docs/BENCHMARKS.md); 1 on GPU/TPU, where the
       rolled loop keeps compile time flat in depth.
+  Block j runs at time t_j = j * h (seen by branches of blocks with `time_input`).
   """
   block: dict
   num_blocks: int
@@ -188,8 +197,12 @@ class ResidualStage(nn.Module):
         length=self.num_blocks,
         unroll=self._unroll(),
     )
-    y, _ = scanned(self.block, self.remat, name="blocks")(x, jnp.asarray(probs, jnp.float32), train)
+    inputs = (jnp.asarray(probs, jnp.float32), jnp.asarray(self._times(), jnp.float32))
+    y, _ = scanned(self.block, self.remat, name="blocks")(x, inputs, train)
     return y
+
+  def _times(self) -> list[float]:
+    return [j * self.block.get("step_size", 1.0) for j in range(self.num_blocks)]
 
   def _unroll(self) -> int:
     if self.scan_unroll is not None:
@@ -201,8 +214,8 @@ class ResidualStage(nn.Module):
   def _unrolled(self, x, probs, train):
     if self.share_weights:
       raise ValueError("share_weights=True needs scan=True (the scan broadcasts one theta)")
-    for j, p in enumerate(probs):
-      x, _ = _ScanStep(self.block, self.remat, name=f"blocks_{j}")(x, p, train)
+    for j, (p, t) in enumerate(zip(probs, self._times())):
+      x, _ = _ScanStep(self.block, self.remat, name=f"blocks_{j}")(x, (p, t), train)
     return x
 
 

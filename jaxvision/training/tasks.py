@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.losses import cross_entropy
+from jaxvision.training.detection_task import Detection
+from jaxvision.training.segmentation_task import Segmentation
 from jaxvision.training.validation import check_batch
 
 
@@ -65,7 +67,9 @@ class Classification:
     check_batch(batch, image_shape=image_shape, num_classes=num_classes)
 
 
-_TASKS: dict[str, Callable[..., object]] = {"classification": Classification}
+_TASKS: dict[str, Callable[..., object]] = {"classification": Classification,
+                                            "segmentation": Segmentation.from_config,
+                                            "detection": Detection.from_config}
 
 
 def register_task(name: str, factory: Callable[..., object]) -> None:

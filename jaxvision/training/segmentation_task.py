@@ -1,0 +1,120 @@
+"""The semantic-segmentation task: per-pixel cross-entropy; pixel accuracy and IoU in evaluation.
+
+Batches: `image` float32 [B, H, W, C], `mask` int32 [B, H, W] with 255 = ignore, and in
+evaluation `weight` [B] (0 for padding rows). The model returns logits [B, H, W, K]. Each eval
+step returns a confusion matrix (summed over batches and devices), so mean IoU is exact over
+the whole eval split. At the end of training, overlays (image | truth | prediction) of the
+first eval images are saved as PNGs under `workdir/overlays`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvision.losses.segmentation import IGNORE_LABEL, pixel_cross_entropy_sum, valid_pixels
+from jaxvision.metrics.segmentation import confusion_matrix, segmentation_scores
+
+
+class _SumAccumulator:
+  """Adds eval outputs on the host in 64 bits (a split's pixel counts can exceed int32)."""
+
+  def __init__(self, summarize):
+    self._total, self._summarize = None, summarize
+
+  def add(self, outputs: dict) -> None:
+    outputs = {k: np.asarray(v, np.float64) for k, v in jax.device_get(outputs).items()}
+    self._total = outputs if self._total is None else {k: self._total[k] + v
+                                                        for k, v in outputs.items()}
+
+  def result(self) -> dict:
+    return self._summarize(self._total)
+
+
+class Segmentation:
+  """Per-pixel softmax cross-entropy over non-ignored pixels; loss, pixel accuracy, IoU, mIoU."""
+
+  batch_keys = ("image", "mask")
+  eval_reduce = "sum"
+
+  def __init__(self, num_overlays: int = 8):
+    self.num_overlays = num_overlays
+
+  @classmethod
+  def from_config(cls, config) -> "Segmentation":
+    del config  # nothing to configure yet
+    return cls()
+
+  def loss(self, logits, batch) -> tuple[jax.Array, dict]:
+    mask = batch["mask"]
+    total, count = pixel_cross_entropy_sum(logits, mask)
+    count = jnp.maximum(count, 1.0)
+    correct = jnp.sum((jnp.argmax(logits, -1) == mask) * valid_pixels(mask))
+    ce = total / count
+    return ce, {"loss": ce, "accuracy": correct / count}
+
+  def eval_outputs(self, logits, batch) -> dict:
+    mask = batch["mask"]
+    weights = batch.get("weight")
+    total, count = pixel_cross_entropy_sum(logits, mask, weights)
+    return {"loss": total, "pixels": count,
+            "confusion": confusion_matrix(mask, jnp.argmax(logits, -1), logits.shape[-1], weights)}
+
+  def accumulator(self) -> _SumAccumulator:
+    return _SumAccumulator(self.summarize)
+
+  @staticmethod
+  def summarize(sums: dict) -> dict:
+    scores = segmentation_scores(sums["confusion"])
+    out = {"loss": float(sums["loss"]) / max(float(sums["pixels"]), 1.0),
+           "accuracy": scores["pixel_accuracy"], "miou": scores["miou"]}
+    out.update({f"iou_{k}": float(v) for k, v in enumerate(scores["iou"]) if not np.isnan(v)})
+    return out
+
+  def check_batch(self, batch: dict, *, image_shape, num_classes: int) -> None:
+    check_segmentation_batch(batch, image_shape=image_shape, num_classes=num_classes)
+
+  def on_train_end(self, state, config, workdir) -> None:
+    """Saves overlays of the first eval images: image | truth | prediction."""
+    if self.num_overlays <= 0:
+      return
+    from jaxvision import data  # TensorFlow only here
+    from jaxvision.analysis.segmentation_overlays import save_overlays
+
+    batch = next(data.eval_batches(config.dataset, global_batch_size=config.eval_batch_size))
+    keep = batch["weight"] > 0
+    images, masks = batch["image"][keep][:self.num_overlays], batch["mask"][keep][:self.num_overlays]
+    predict = jax.jit(lambda s, x: jnp.argmax(
+        s.apply_fn({"params": s.params, "batch_stats": s.batch_stats}, x, train=False), -1))
+    predictions = np.asarray(predict(state, images))
+    spec = data.get_spec(config.dataset.name)
+    pixels = (images * np.asarray(spec.std) + np.asarray(spec.mean)) * 255.0
+    save_overlays(pathlib.Path(workdir) / "overlays", pixels, masks, predictions, spec.num_classes)
+
+
+def check_segmentation_batch(batch: dict, *, image_shape, num_classes: int) -> None:
+  """Raises ValueError/TypeError naming the field, what it holds and what was expected."""
+  for key in ("image", "mask"):
+    if key not in batch:
+      raise ValueError(f"batch: missing {key!r}; expected keys 'image' and 'mask', got {sorted(batch)}")
+  image, mask = np.asarray(batch["image"]), np.asarray(batch["mask"])
+  if image.ndim != 4:
+    raise ValueError(f"batch['image']: expected rank 4 [B, H, W, C], got shape {image.shape}")
+  if not np.issubdtype(image.dtype, np.floating):
+    raise TypeError(f"batch['image']: expected a floating-point dtype, got {image.dtype}")
+  if image.shape[-1] != image_shape[-1]:
+    raise ValueError(f"batch['image']: expected {image_shape[-1]} channels (shape [B, "
+                     f"{', '.join(map(str, image_shape))}]), got shape {image.shape}")
+  if mask.shape != image.shape[:3]:
+    raise ValueError(f"batch['mask']: expected the image's [B, H, W] = {image.shape[:3]}, got "
+                     f"shape {mask.shape}")
+  if not np.issubdtype(mask.dtype, np.integer):
+    raise TypeError(f"batch['mask']: expected integer class ids, got dtype {mask.dtype}")
+  bad = (mask != IGNORE_LABEL) & ((mask < 0) | (mask >= num_classes))
+  if bad.any():
+    values = sorted(set(np.unique(mask[bad]).tolist()))[:10]
+    raise ValueError(f"batch['mask']: expected labels in [0, {num_classes}) or {IGNORE_LABEL} "
+                     f"(ignore), got {values}")
