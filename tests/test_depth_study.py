@@ -6,8 +6,6 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from jaxvision.analysis import depth_study
@@ -50,16 +48,15 @@ def test_dataset_switch_and_bad_dataset():
 def test_distance_of_a_shared_stage_to_the_ode_shrinks_at_first_order():
   images = jax.random.normal(jax.random.key(0), (4, 6, 6, 1))
   distances = {}
-  for n in (4, 8, 16):
+  for n in (8, 16):
     model = create_model("odenet", num_classes=3, width=4, downsampling=0, groups=2,
                          middle="residual", num_blocks=n, scan_unroll=1)
     params = model.init(jax.random.key(1), images[:1], train=False)["params"]
     trained_like = jax.tree.map(lambda a: 1.5 * a, params)
     distances[n] = depth_study.distances_to_ode(model, [params, trained_like], images,
                                                 ODEOptions(rtol=1e-7, atol=1e-7))
-  for n in (4, 8):
-    for i in range(2):
-      assert 1.8 < distances[n][i] / distances[2 * n][i] < 2.2, distances
+  for i in range(2):  # initial and scaled weights
+    assert 1.8 < distances[8][i] / distances[16][i] < 2.2, distances
 
 
 ROWS = [

@@ -163,7 +163,7 @@ def test_finetune_digits_config_trains_only_the_unfrozen_parameters(tmp_path, di
   pre = shorten(load_config("demo"), digits_dir, 2)
   fit(pre, tmp_path / "pre", progress=False)
   c = shorten(load_config("finetune_digits"), digits_dir, 2)
-  assert (c.model.pretrained, c.finetune.freeze_batch_norm) == ("runs/demo", True)
+  assert (c.model.pretrained, c.finetune.freeze_batch_norm) == ("runs/resnet20_digits", True)
   c.model.pretrained = str(tmp_path / "pre")
   c.finetune.backbone_lr_scale = 0.0  # head only
   fit(c, tmp_path / "ft", progress=False)

@@ -25,8 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ModuleDef = Any
-
 
 class RK4(diffrax.AbstractERK):
   """The classical 4th-order Runge-Kutta method (4 stages; embedded midpoint error estimate)."""

@@ -1,7 +1,7 @@
-"""Fine-tuning offline: the `make demo` model (CIFAR ResNet-20 trained on digits, in runs/demo)
+"""Fine-tuning offline: a CIFAR ResNet-20 trained on digits (train/configs/demo.py, in runs/resnet20_digits)
 with a new head, its backbone at a tenth of the learning rate and BatchNorm frozen.
 
-  make demo   # pretrains runs/demo (or: python -m train --config train/configs/demo.py --workdir runs/demo)
+  python -m train --config train/configs/demo.py --workdir runs/resnet20_digits   # pretrains
   python -m train --config train/configs/finetune_digits.py --workdir runs/finetune_digits
 
 Variants (results in docs/TRANSFER_LEARNING.md): `--config.finetune.backbone_lr_scale=0` trains
@@ -16,7 +16,7 @@ from jaxvision.training.config import default_config
 def get_config():
   c = default_config()
   c.model.name = "cifar_resnet20"
-  c.model.pretrained = "runs/demo"
+  c.model.pretrained = "runs/resnet20_digits"
   c.finetune.backbone_lr_scale = 0.1
   c.finetune.freeze_batch_norm = True
   c.dataset.name = "digits"
