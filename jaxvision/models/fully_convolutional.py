@@ -9,6 +9,7 @@ the convolutional work); on the training size the map has a single cell, equal t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Sequence
 
 import flax.linen as nn
@@ -63,7 +64,7 @@ def fully_convolutional(model: nn.Module, variables: dict,
   """
   params = variables.get("params", {})
   fc = params.get("fc")
-  if not isinstance(fc, dict) or set(fc) != {"kernel", "bias"} or fc["kernel"].ndim != 2:
+  if not isinstance(fc, Mapping) or set(fc) != {"kernel", "bias"} or fc["kernel"].ndim != 2:
     raise ValueError(f"model: expected a classifier with a global-average-pool + Dense head named "
                      f"'fc' (the ResNet family); got {type(model).__name__} with parameters "
                      f"{sorted(params)}")

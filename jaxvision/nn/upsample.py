@@ -154,6 +154,12 @@ def transpose_conv(x, kernel, strides=1, padding=0, output_padding=0, *,
   if cin != kernel.shape[2] * groups or kernel.shape[3] % groups:
     raise ValueError(f"x: expected {kernel.shape[2] * groups} channels for kernel "
                      f"{tuple(kernel.shape)} in {groups} groups, got shape {tuple(x.shape)}")
+  (ph, pw), (oph, opw) = padding, output_padding
+  out_h = transpose_conv_output_size(h, kh, sh, ph, oph)
+  out_w = transpose_conv_output_size(w, kw, sw, pw, opw)
+  if out_h < 1 or out_w < 1:
+    raise ValueError(f"padding: {padding} leaves no output for input {(h, w)} and kernel "
+                     f"{(kh, kw)} (output size {(out_h, out_w)})")
   cout = kernel.shape[3]
   # Pad the kernel to whole blocks: [mh * sh, mw * sw, Cin / g, Cout].
   mh, mw = -(-kh // sh), -(-kw // sw)
@@ -170,12 +176,6 @@ def transpose_conv(x, kernel, strides=1, padding=0, output_padding=0, *,
       block = jnp.transpose(copies[:, :, :, q, :, t], (0, 1, 3, 2, 4, 5))
       block = block.reshape(b, h * sh, w * sw, cout)
       full = full.at[:, q * sh:q * sh + h * sh, t * sw:t * sw + w * sw].add(block)
-  (ph, pw), (oph, opw) = padding, output_padding
-  out_h = transpose_conv_output_size(h, kh, sh, ph, oph)
-  out_w = transpose_conv_output_size(w, kw, sw, pw, opw)
-  if out_h < 1 or out_w < 1:
-    raise ValueError(f"padding: {padding} leaves no output for input {(h, w)} and kernel "
-                     f"{(kh, kw)} (output size {(out_h, out_w)})")
   full = jnp.pad(full, ((0, 0), (0, max(ph + out_h - full.shape[1], 0)),
                         (0, max(pw + out_w - full.shape[2], 0)), (0, 0)))
   return full[:, ph:ph + out_h, pw:pw + out_w]

@@ -79,7 +79,7 @@ class Segmentation:
 
   def on_train_end(self, state, config, workdir) -> None:
     """Saves overlays of the first eval images: image | truth | prediction."""
-    if self.num_overlays <= 0:
+    if self.num_overlays <= 0 or jax.process_index() != 0:
       return
     from jaxvision import data  # TensorFlow only here
     from jaxvision.analysis.segmentation_overlays import save_overlays

@@ -1,4 +1,7 @@
-"""FCN-8s on a narrow ResNet backbone on `shapes/64`, offline; about 10 minutes on 2 CPU cores."""
+"""FCN-8s on a ResNet-10-style backbone on `shapes/64`, offline, in under 10 minutes on 2 CPU cores.
+
+  python -m train --config train/configs/fcn_shapes.py --workdir runs/fcn_shapes
+"""
 
 from jaxvision.training.config import default_config
 
@@ -8,13 +11,13 @@ def get_config():
   c.task = "segmentation"
   c.model.name = "fcn8s"
   c.model.options.backbone = "resnet"
-  # A ResNet-10-like backbone at a quarter of ResNet-18's width; unrolled stages (CPU).
-  c.model.options.backbone_options = dict(stage_sizes=(1, 1, 1, 1), widths=(16, 32, 64, 128),
-                                          stem_width=16, scan=False)
+  # One basic block per stage at half ResNet-18's width; stages unrolled (fast on CPU).
+  c.model.options.backbone_options = dict(stage_sizes=(1, 1, 1, 1), widths=(32, 64, 128, 256),
+                                          stem_width=32, scan=False)
   c.dataset.name = "shapes/64"
   c.batch_size = 32
   c.eval_batch_size = 100
-  c.num_epochs = 4.0
+  c.num_epochs = 6.0
   c.optimizer.name = "adamw"
   c.optimizer.learning_rate = 2e-3
   c.optimizer.weight_decay = 1e-4

@@ -1,4 +1,7 @@
-"""U-Net (residual levels) on `shapes/64`, offline; about 10 minutes on 2 CPU cores."""
+"""U-Net with residual levels on `shapes/64`, offline, in under 10 minutes on 2 CPU cores.
+
+  python -m train --config train/configs/unet_shapes.py --workdir runs/unet_shapes
+"""
 
 from jaxvision.training.config import default_config
 
@@ -11,7 +14,7 @@ def get_config():
   c.dataset.name = "shapes/64"
   c.batch_size = 32
   c.eval_batch_size = 100
-  c.num_epochs = 2.0
+  c.num_epochs = 3.0
   c.optimizer.name = "adamw"
   c.optimizer.learning_rate = 2e-3
   c.optimizer.weight_decay = 1e-4
