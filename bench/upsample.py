@@ -27,12 +27,13 @@ from jaxvision.training.segmentation_task import Segmentation
 from jaxvision.training.train_state import create_train_state
 
 
-def gather_form(x, kernel, stride, padding, output_padding):
+def gather_form(x, kernel, stride, padding, output_padding, feature_group_count=1):
   """The reference: correlate the stride-dilated, padded input with the flipped kernel."""
   k = kernel.shape[0]
   pads = [(k - 1 - padding, k - 1 - padding + output_padding)] * 2
   return jax.lax.conv_general_dilated(x, kernel[::-1, ::-1], (1, 1), pads, lhs_dilation=(stride,) * 2,
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      feature_group_count=feature_group_count)
 
 
 def median_ms(fn, *args, repeats: int = 10) -> float:
@@ -47,22 +48,26 @@ def median_ms(fn, *args, repeats: int = 10) -> float:
 
 def bench_forms(batch: int = 32) -> None:
   print("transpose convolution, forward + backward (ms, median):")
-  for size, cin, cout, k, s, p, op in [(32, 32, 16, 2, 2, 0, 0), (8, 4, 4, 4, 2, 1, 0),
-                                       (16, 64, 32, 3, 2, 1, 1), (8, 4, 4, 16, 8, 4, 0)]:
+  # U-Net's up-conv, FCN's upscore2, a 3x3 stride-2 layer, FCN-8s's final (per-channel) bilinear.
+  for size, cin, cout, k, s, p, op, groups in [
+      (32, 32, 16, 2, 2, 0, 0, 1), (8, 4, 4, 4, 2, 1, 0, 1), (16, 64, 32, 3, 2, 1, 1, 1),
+      (8, 4, 4, 16, 8, 4, 0, 1), (8, 4, 4, 16, 8, 4, 0, 4)]:
     x = jax.random.normal(jax.random.key(0), (batch, size, size, cin))
-    w = jax.random.normal(jax.random.key(1), (k, k, cin, cout))
+    w = jax.random.normal(jax.random.key(1), (k, k, cin // groups, cout))
     row = []
     for name, fn in (("scatter", transpose_conv), ("gather", gather_form)):
-      grad = jax.jit(jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x, w, s, p, op) ** 2), argnums=(0, 1)))
+      grad = jax.jit(jax.grad(lambda x, w, fn=fn: jnp.sum(
+          fn(x, w, s, p, op, feature_group_count=groups) ** 2), argnums=(0, 1)))
       row.append(f"{name} {median_ms(grad, x, w):8.1f}")
-    print(f"  {size}x{size}x{cin} -> {cout}, k={k} s={s} p={p} op={op}: " + "  ".join(row))
+    print(f"  {size}x{size}x{cin} -> {cout}, k={k} s={s} p={p} op={op} groups={groups}: "
+          + "  ".join(row))
 
 
-MODELS = {
+MODELS = {  # as in train/configs/{fcn,unet,segnet}_shapes.py
     "fcn8s": dict(backbone="resnet", backbone_options=dict(
-        stage_sizes=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16, scan=False)),
+        stage_sizes=(1, 1, 1, 1), widths=(32, 64, 128, 256), stem_width=32, scan=False)),
     "unet": dict(widths=(16, 32, 64, 128)),
-    "segnet": dict(widths=(16, 32, 64)),
+    "segnet": dict(widths=(16, 32, 64, 128)),
 }
 
 

@@ -218,3 +218,13 @@ def test_conv_transpose_module_bilinear_init_and_dtype():
 def test_bad_arguments_are_named(call, err, match):
   with pytest.raises(err, match=match):
     call()
+
+
+@pytest.mark.parametrize("factor", [2, 3, 8])
+def test_bilinear_upsample_is_the_per_channel_bilinear_transpose_conv(factor):
+  x = jax.random.normal(jax.random.key(0), (2, 5, 4, 3))
+  kernel, padding = U.upsample_geometry(factor)
+  weights = jnp.broadcast_to(jnp.asarray(U.bilinear_filter(kernel))[:, :, None, None],
+                             (kernel, kernel, 1, 3))
+  expected = tconv(x, weights, factor, padding, 0, feature_group_count=3)
+  np.testing.assert_allclose(bilinear_upsample(x, factor), expected, rtol=1e-5, atol=1e-5)

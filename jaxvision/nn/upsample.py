@@ -170,23 +170,27 @@ def transpose_conv(x, kernel, strides=1, padding=0, output_padding=0, *,
   copies = copies.reshape(b, h, w, mh, sh, mw, sw, cout)
   # Block (q, t) of input pixel (i, j) lands at output rows s * (i + q) + r, so blocks add up
   # as shifted [B, H * sh, W * sw] maps.
-  full = jnp.zeros((b, (h + mh - 1) * sh, (w + mw - 1) * sw, cout), copies.dtype)
+  full = None
   for q in range(mh):
     for t in range(mw):
       block = jnp.transpose(copies[:, :, :, q, :, t], (0, 1, 3, 2, 4, 5))
-      block = block.reshape(b, h * sh, w * sw, cout)
-      full = full.at[:, q * sh:q * sh + h * sh, t * sw:t * sw + w * sw].add(block)
+      block = jnp.pad(block.reshape(b, h * sh, w * sw, cout),
+                      ((0, 0), (q * sh, (mh - 1 - q) * sh), (t * sw, (mw - 1 - t) * sw), (0, 0)))
+      full = block if full is None else full + block
   full = jnp.pad(full, ((0, 0), (0, max(ph + out_h - full.shape[1], 0)),
                         (0, max(pw + out_w - full.shape[2], 0)), (0, 0)))
   return full[:, ph:ph + out_h, pw:pw + out_w]
 
 
-def bilinear_filter(size: int) -> np.ndarray:
-  """Long et al.'s [size, size] bilinear upsampling filter (for factor ceil(size / 2))."""
+def _bilinear_line(size: int) -> np.ndarray:
   factor = (size + 1) // 2
   center = factor - 1 if size % 2 == 1 else factor - 0.5
-  grid = np.arange(size)
-  line = 1 - np.abs(grid - center) / factor
+  return 1 - np.abs(np.arange(size) - center) / factor
+
+
+def bilinear_filter(size: int) -> np.ndarray:
+  """Long et al.'s [size, size] bilinear upsampling filter (for factor ceil(size / 2))."""
+  line = _bilinear_line(size)
   return np.outer(line, line)
 
 
@@ -216,17 +220,31 @@ def upsample_geometry(factor: int) -> tuple[int, int]:
   return kernel, (kernel - factor) // 2
 
 
+def _upsample_matrix(size: int, factor: int) -> np.ndarray:
+  """[size * factor, size]: the 1-D stride-`factor` transpose convolution with the bilinear line."""
+  kernel, padding = upsample_geometry(factor)
+  line = _bilinear_line(kernel)
+  matrix = np.zeros((size * factor, size), np.float32)
+  for i in range(size):
+    for a in range(kernel):
+      o = factor * i + a - padding
+      if 0 <= o < size * factor:
+        matrix[o, i] += line[a]
+  return matrix
+
+
 def bilinear_upsample(x, factor: int):
   """Fixed bilinear upsampling by an integer `factor` (per channel): [B, H, W, C] -> [B, fH, fW, C].
 
-  In the interior it equals half-pixel bilinear resizing (`jax.image.resize`); at the border
-  the input is zero-padded, as in FCN's fixed final deconvolution.
+  The same as `transpose_conv` with the bilinear kernel of `upsample_geometry(factor)` on every
+  channel (FCN's fixed final deconvolution): in the interior, half-pixel bilinear resizing
+  (`jax.image.resize`); at the border the input is zero-padded. Computed separably, as two
+  small matrix products.
   """
-  kernel, padding = upsample_geometry(factor)
-  channels = x.shape[-1]
-  weights = jnp.asarray(bilinear_filter(kernel), x.dtype)[:, :, None, None]
-  weights = jnp.broadcast_to(weights, (kernel, kernel, 1, channels))
-  return transpose_conv(x, weights, factor, padding, feature_group_count=channels)
+  check_images(x)
+  rows = jnp.asarray(_upsample_matrix(x.shape[1], factor), x.dtype)
+  cols = jnp.asarray(_upsample_matrix(x.shape[2], factor), x.dtype)
+  return jnp.einsum("oh,bhwc,pw->bopc", rows, x, cols)
 
 
 class ConvTranspose(nn.Module):

@@ -12,11 +12,11 @@ def get_config():
   c.model.name = "unet"
   c.model.options.widths = (16, 32, 64, 128)
   c.dataset.name = "shapes/64"
-  c.batch_size = 32
+  c.batch_size = 16
   c.eval_batch_size = 100
-  c.num_epochs = 3.0
+  c.num_epochs = 2.0
   c.optimizer.name = "adamw"
-  c.optimizer.learning_rate = 2e-3
+  c.optimizer.learning_rate = 6e-3
   c.optimizer.weight_decay = 1e-4
   c.optimizer.warmup_epochs = 0.25
   c.best_metric = "miou"
