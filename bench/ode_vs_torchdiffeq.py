@@ -11,7 +11,8 @@ tolerances (dopri5, rtol = atol = 1e-3 by default), batch (128), optimizer (SGD,
 lr 0.1) and synthetic MNIST-shaped data. `--adjoint recursive_checkpoint` backpropagates through
 the solver (torchdiffeq: `odeint`); `backsolve` solves the adjoint ODE (`odeint_adjoint`).
 
-Per framework: first step (compilation), median step time over `--steps` steps after it, and
+Per framework: first step (compilation), median step time over `--steps` steps after it (the
+two frameworks' steps alternate, so that a busy machine slows both alike), and
 NFE of the forward and backward passes on the first batch (torchdiffeq: the ODEfunc's counter
 as in its example; jaxvision: the sown `nfe` and `EvaluationCounter`'s VJPs). torch is
 imported only for its half; timings wait on `block_until_ready` / `cuda.synchronize`.
@@ -20,6 +21,7 @@ imported only for its half; timings wait on `block_until_ready` / `cuda.synchron
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -48,19 +50,21 @@ def jax_model(args):
                       atol=args.tol, adjoint=args.adjoint, **fixed)
 
 
-def timed_steps(step, state, n: int, sync) -> tuple[float, float, object]:
-  """(first step s, median of the next n steps s, state after them)."""
-  t = time.perf_counter()
-  state = step(state)
-  sync(state)
-  first = time.perf_counter() - t
-  times = []
-  for _ in range(n):
+def alternate(runners: list[dict], n: int) -> None:
+  """Times each runner's first step, then `n` more steps of each in turn (so that a busy machine
+  slows both frameworks alike); stores `first_s` and `median_s` in each runner."""
+  times = {id(r): [] for r in runners}
+  for r in runners:
     t = time.perf_counter()
-    state = step(state)
-    sync(state)
-    times.append(time.perf_counter() - t)
-  return first, statistics.median(times), state
+    r["step"]()
+    r["first_s"] = time.perf_counter() - t
+  for _ in range(n):
+    for r in runners:
+      t = time.perf_counter()
+      r["step"]()
+      times[id(r)].append(time.perf_counter() - t)
+  for r in runners:
+    r["median_s"] = statistics.median(times[id(r)])
 
 
 def bench_jax(args, params, batch) -> dict:
@@ -81,11 +85,14 @@ def bench_jax(args, params, batch) -> dict:
 
   train_step = jax.jit(steps.make_train_step(), donate_argnums=(0,))
   rng = jax.random.key(1)
-  step = lambda s: train_step(s, data, rng)[0]
-  first, median, _ = timed_steps(step, state, args.steps, jax.block_until_ready)
+  holder = [state]
+
+  def step():
+    holder[0] = jax.block_until_ready(train_step(holder[0], data, rng)[0])
+
   return {"framework": f"jaxvision+diffrax (jax {jax.__version__})",
-          "device": jax.devices()[0].device_kind, "first_s": first, "median_s": median,
-          "nfe_fwd": nfe_fwd, "nfe_bwd": nfe_bwd}
+          "device": jax.devices()[0].device_kind, "step": step, "nfe_fwd": nfe_fwd,
+          "nfe_bwd": nfe_bwd}
 
 
 # ------------------------------------------------------------------ torchdiffeq's example
@@ -177,7 +184,7 @@ def bench_torch(args, params, batch) -> dict:
   loss_fn = torch.nn.CrossEntropyLoss()
   nfe = {}
 
-  def step(_):
+  def step():
     opt.zero_grad()
     func.nfe = 0
     loss = loss_fn(model(x), y)
@@ -186,21 +193,19 @@ def bench_torch(args, params, batch) -> dict:
     loss.backward()
     nfe.setdefault("bwd", func.nfe)
     opt.step()
-    return loss
+    if device.type == "cuda":
+      torch.cuda.synchronize()
 
-  sync = (lambda _: torch.cuda.synchronize()) if device.type == "cuda" else (lambda _: None)
-  first, median, _ = timed_steps(step, None, args.steps, sync)
   name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-  return {"framework": f"torchdiffeq (torch {torch.__version__})", "device": name,
-          "first_s": first, "median_s": median, "nfe_fwd": float(nfe["fwd"]),
-          "nfe_bwd": float(nfe["bwd"])}
+  return {"framework": f"torchdiffeq (torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads)", "device": name, "step": step, "nfe": nfe}
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--only", choices=("jax", "torch", "both"), default="both")
   p.add_argument("--batch", type=int, default=128)
-  p.add_argument("--size", type=int, default=28, help="input side (28: a 6x6 ODE state)")
+  p.add_argument("--size", type=int, default=28, help="input side (28: a 6x6 ODE state; 130: 32x32)")
   p.add_argument("--solver", choices=("dopri5", "midpoint", "euler"), default="dopri5")
   p.add_argument("--dt", type=float, default=0.1, help="step of the fixed-step solvers")
   p.add_argument("--tol", type=float, default=1e-3, help="rtol = atol of dopri5")
@@ -222,10 +227,15 @@ def main():
     results.append(bench_jax(args, params, batch))
   if args.only in ("torch", "both"):
     results.append(bench_torch(args, params, batch))
+  alternate(results, args.steps)
+  for r in results:
+    if "nfe" in r:  # torch counts during its first step
+      r["nfe_fwd"], r["nfe_bwd"] = float(r["nfe"]["fwd"]), float(r["nfe"]["bwd"])
   for r in results:
     print(f"{setting} | {r['framework']} on {r['device']}: first step {r['first_s']:.2f}s, "
           f"step median {1e3 * r['median_s']:.1f} ms, NFE fwd {r['nfe_fwd']:.0f} / bwd "
           f"{r['nfe_bwd']:.0f}")
+  print(f"load average (1, 5, 15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
   if len(results) == 2:
     print(f"speed-up of jaxvision over torchdiffeq (median step): "
           f"{results[1]['median_s'] / results[0]['median_s']:.2f}x")

@@ -245,7 +245,7 @@ GOOD = {"image": np.zeros((2, 4, 4, 3), np.float32),
     ({"mask": np.full((2, 4, 4), -1, np.int32)}, ValueError, r"got \[-1\]"),
     ({"mask": np.zeros((2, 4, 4), np.float32)}, TypeError, "integer class ids, got dtype float32"),
     ({"image": np.zeros((2, 4, 4, 1), np.float32)}, ValueError, r"expected 3 channels"),
-    ({"mask": None}, ValueError, r"missing 'mask'"),
+    ({"mask": None}, ValueError, r"missing \['mask'\]"),
 ])
 def test_bad_segmentation_batches_are_named(change, err, match):
   check_segmentation_batch(GOOD, image_shape=(4, 4, 3), num_classes=3)

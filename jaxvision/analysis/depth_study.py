@@ -41,6 +41,7 @@ from jaxvision.models import create_model  # noqa: E402
 from jaxvision.models.odenet import ode_twin  # noqa: E402
 from jaxvision.nn.ode import EvaluationCounter, ODEOptions  # noqa: E402
 from jaxvision.training import optim, parallel, steps  # noqa: E402
+from jaxvision.training.compilation_cache import enable_compilation_cache  # noqa: E402
 from jaxvision.training.fit import TrainingInterrupted, fit  # noqa: E402
 from jaxvision.training.metric_writer import METRICS_FILE, read_metrics  # noqa: E402
 from jaxvision.training.tasks import make_task  # noqa: E402
@@ -413,22 +414,13 @@ def plot_study(rows: list[dict], workdir: pathlib.Path) -> None:
 
 # --------------------------------------------------------------------------- command line
 
-def _enable_compilation_cache() -> None:
-  """XLA's persistent cache (JAXVISION_COMPILATION_CACHE, default ~/.cache/jaxvision/xla; empty:
-  off): the measured step's compilation serves fit's, and a repeated study skips compiling."""
-  path = os.environ.get("JAXVISION_COMPILATION_CACHE",
-                        os.path.join(os.path.expanduser("~"), ".cache", "jaxvision", "xla"))
-  if path:
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
 def main(argv):
   from absl import logging
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  _enable_compilation_cache()
+  # The measured step's compilation serves fit's, and a repeated study skips compiling.
+  enable_compilation_cache(min_compile_time_secs=0.5)
   workdir = pathlib.Path(_WORKDIR.value)
   rows = run_study(_CONFIG.value, workdir)
   print(markdown_table(rows))

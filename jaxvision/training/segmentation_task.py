@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxvision.losses.segmentation import IGNORE_LABEL, pixel_cross_entropy_sum, valid_pixels
 from jaxvision.metrics.segmentation import confusion_matrix, segmentation_scores
+from jaxvision.training.validation import check_image, check_keys
 
 
 class _SumAccumulator:
@@ -97,17 +98,8 @@ class Segmentation:
 
 def check_segmentation_batch(batch: dict, *, image_shape, num_classes: int) -> None:
   """Raises ValueError/TypeError naming the field, what it holds and what was expected."""
-  for key in ("image", "mask"):
-    if key not in batch:
-      raise ValueError(f"batch: missing {key!r}; expected keys 'image' and 'mask', got {sorted(batch)}")
-  image, mask = np.asarray(batch["image"]), np.asarray(batch["mask"])
-  if image.ndim != 4:
-    raise ValueError(f"batch['image']: expected rank 4 [B, H, W, C], got shape {image.shape}")
-  if not np.issubdtype(image.dtype, np.floating):
-    raise TypeError(f"batch['image']: expected a floating-point dtype, got {image.dtype}")
-  if image.shape[-1] != image_shape[-1]:
-    raise ValueError(f"batch['image']: expected {image_shape[-1]} channels (shape [B, "
-                     f"{', '.join(map(str, image_shape))}]), got shape {image.shape}")
+  check_keys(batch, ("image", "mask"))
+  image, mask = check_image(batch, image_shape), np.asarray(batch["mask"])
   if mask.shape != image.shape[:3]:
     raise ValueError(f"batch['mask']: expected the image's [B, H, W] = {image.shape[:3]}, got "
                      f"shape {mask.shape}")

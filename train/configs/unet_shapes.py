@@ -3,21 +3,12 @@
   python -m train --config train/configs/unet_shapes.py --workdir runs/unet_shapes
 """
 
-from jaxvision.training.config import default_config
+from train.configs import fcn_shapes
 
 
 def get_config():
-  c = default_config()
-  c.task = "segmentation"
+  c = fcn_shapes.get_config()  # same data, batch, optimizer and metric
   c.model.name = "unet"
-  c.model.options.widths = (16, 32, 64, 128)
-  c.dataset.name = "shapes/64"
-  c.batch_size = 16
-  c.eval_batch_size = 100
+  c.model.options = dict(widths=(16, 32, 64, 128))
   c.num_epochs = 2.0
-  c.optimizer.name = "adamw"
-  c.optimizer.learning_rate = 6e-3
-  c.optimizer.weight_decay = 1e-4
-  c.optimizer.warmup_epochs = 0.25
-  c.best_metric = "miou"
   return c
