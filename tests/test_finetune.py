@@ -174,3 +174,33 @@ def test_finetune_digits_config_trains_only_the_unfrozen_parameters(tmp_path, di
   assert changed == {"fc/kernel", "fc/bias"}
   jax.tree.map(np.testing.assert_array_equal, new["batch_stats"], old["batch_stats"])
   assert sorted(p.name for p in (tmp_path / "ft" / "checkpoints").iterdir()) == ["2"]
+
+
+@pytest.mark.parametrize("model_name", ["faster_rcnn", "yolov2", "fcn8s"])
+def test_torchvision_weights_fill_the_backbone_of_detectors_and_segmenters(model_name):
+  """`model.pretrained` with a model on `backbone`: the torchvision classifier's weights land in
+  `backbone` (its fc left out); the new layers keep their initialisation and are the head."""
+  from jaxvision.convert import from_torchvision
+  from jaxvision.models import create_model
+  from jaxvision.training.config import default_config
+
+  weights = REPO.parent / "shared" / "fixtures" / "torchvision_resnet18.safetensors"
+  assert weights.exists(), f"missing fixture {weights} (../shared beside the repository)"
+  c = default_config()
+  c.model.name = model_name
+  c.model.options.backbone = "resnet18"
+  c.model.pretrained = str(weights)
+  model = create_model(model_name, num_classes=3, backbone="resnet18")
+  fresh = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "sampling": jax.random.key(1)},
+                                            jnp.zeros((1, 64, 64, 3)), train=False))
+  head = finetune.head_pattern(c)
+  out = finetune.with_pretrained(fresh, finetune.load_pretrained_for(c), head)
+  torch_resnet = from_torchvision("resnet18", weights)
+  np.testing.assert_array_equal(out["params"]["backbone"]["conv1"]["kernel"],
+                                torch_resnet["params"]["conv1"]["kernel"])
+  np.testing.assert_array_equal(out["batch_stats"]["backbone"]["bn1"]["mean"],
+                                torch_resnet["batch_stats"]["bn1"]["mean"])
+  new = [k for k in out["params"] if k != "backbone"]
+  assert new and all(isinstance(out["params"][k], dict) for k in new)
+  assert all(finetune.path_matches(f"{k}/x", head) for k in new)
+  assert not finetune.path_matches("backbone/conv1/kernel", head)

@@ -2,9 +2,11 @@
 
 Trains (resuming from DIR's latest checkpoint), writing DIR/metrics.jsonl, TensorBoard events,
 checkpoints, DIR/summary.json and DIR/curves.png, and prints a one-line summary.
+Multi-host: start the same command on every host (or process); `--config.distributed.*`
+(coordinator_address, num_processes, process_id) join them where JAX does not detect the
+cluster itself (docs/SCALING.md).
 """
 
-import os
 import sys
 
 from absl import app, flags, logging
@@ -16,24 +18,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _enable_compilation_cache():
-  """XLA's persistent cache, so a second run of the same config skips compilation.
-
-  JAXVISION_COMPILATION_CACHE names the folder (default ~/.cache/jaxvision/xla); empty turns it off.
-  """
-  import jax
-  path = os.environ.get("JAXVISION_COMPILATION_CACHE",
-                        os.path.join(os.path.expanduser("~"), ".cache", "jaxvision", "xla"))
-  if path:
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  _enable_compilation_cache()
+  from jaxvision.training import distributed
+  from jaxvision.training.compilation_cache import enable_compilation_cache
+  enable_compilation_cache()  # a second run of the same config skips compilation
   from jaxvision.training.fit import NonFiniteLoss, TrainingInterrupted, fit
   try:
     s = fit(_CONFIG.value, _WORKDIR.value)
@@ -43,6 +34,8 @@ def main(argv):
   except NonFiniteLoss as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  if not distributed.is_primary():  # one summary line per run
+    return
   evals = ", ".join(f"eval {k} {v:.4f}" for k, v in s["eval"].items())
   best = "" if s["best_value"] is None else f", best {s['best_metric']} {s['best_value']:.4f} at step {s['best_step']}"
   print(f"done: {s['model']} on {s['dataset']}, {s['steps']} steps ({s['epochs']:.1f} epochs), "

@@ -1,13 +1,16 @@
-"""Box operations and NMS: pure jnp, jit- and vmap-able."""
+"""Box operations, NMS, RoI pooling/align, anchors and box coding: pure jnp, jit- and vmap-able."""
 
-from jaxvision.ops.anchors import kmeans_anchors, shape_iou
+from jaxvision.ops.anchors import cell_anchors, grid_anchors, kmeans_anchors, shape_iou
+from jaxvision.ops.box_coder import BBOX_XFORM_CLIP, decode_boxes, encode_boxes
 from jaxvision.ops.boxes import (
     area, box_iou, clip_xyxy, clip_yxyx, cxcywh_to_xyxy, cxcywh_to_yxyx, generalized_box_iou,
     giou, iou, xyxy_to_cxcywh, xyxy_to_yxyx, yxyx_to_cxcywh, yxyx_to_xyxy)
 from jaxvision.ops.nms import batched_nms, nms
+from jaxvision.ops.roi import roi_align, roi_pool
 
 __all__ = [
-    "area", "batched_nms", "box_iou", "clip_xyxy", "clip_yxyx", "cxcywh_to_xyxy",
-    "cxcywh_to_yxyx", "generalized_box_iou", "giou", "iou", "kmeans_anchors", "nms", "shape_iou",
+    "BBOX_XFORM_CLIP", "area", "batched_nms", "box_iou", "cell_anchors", "clip_xyxy", "clip_yxyx",
+    "cxcywh_to_xyxy", "cxcywh_to_yxyx", "decode_boxes", "encode_boxes", "generalized_box_iou",
+    "giou", "grid_anchors", "iou", "kmeans_anchors", "nms", "roi_align", "roi_pool", "shape_iou",
     "xyxy_to_cxcywh", "xyxy_to_yxyx", "yxyx_to_cxcywh", "yxyx_to_xyxy",
 ]

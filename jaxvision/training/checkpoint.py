@@ -4,6 +4,7 @@ record of what the run trains so that a workdir is never resumed with another mo
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 
 import jax
@@ -13,6 +14,10 @@ import orbax.checkpoint as ocp
 from jaxvision.training.train_state import TrainState, checkpoint_tree, from_checkpoint_tree
 
 RUN_FILE = "run.json"
+
+
+def _barriers(name: str) -> ocp.options.MultiprocessingOptions:
+  return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
 
 
 class Checkpointer:
@@ -26,11 +31,15 @@ class Checkpointer:
                best_mode: str = "max"):
     self.workdir = pathlib.Path(workdir).absolute()
     self.best_metric, self.best_mode = best_metric, best_mode
+    # Multi-host: every process calls save/restore; process 0 writes. The two managers need
+    # their own barrier names, or their concurrent async saves collide.
     self.latest = ocp.CheckpointManager(
-        self.workdir / "checkpoints", options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        self.workdir / "checkpoints", options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, multiprocessing_options=_barriers("latest")))
     self.best = ocp.CheckpointManager(
         self.workdir / "best", options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode=best_mode))
+            max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode=best_mode,
+            multiprocessing_options=_barriers("best")))
 
   def check_run(self, run: dict) -> None:
     """Records `run` (model, dataset, ...) in the workdir, or raises if it holds another run."""
@@ -44,8 +53,10 @@ class Checkpointer:
         lines = "; ".join(f"{k}: workdir has {a!r}, this run has {b!r}" for k, (a, b) in diff.items())
         raise ValueError(f"workdir: {self.workdir} holds a checkpoint of another run ({lines}); "
                          "use a new --workdir or delete it")
-    else:
-      path.write_text(json.dumps(run, indent=2, sort_keys=True))
+    elif jax.process_index() == 0:  # atomically: other processes may be reading it
+      tmp = path.with_name(f".{RUN_FILE}.tmp")
+      tmp.write_text(json.dumps(run, indent=2, sort_keys=True))
+      os.replace(tmp, path)
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()

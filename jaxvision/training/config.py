@@ -60,6 +60,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0
   c.parallel = "jit"                 # jit (NamedSharding over a 'data' mesh) | pmap
 
+  c.distributed = ml_collections.ConfigDict()  # multi-host: jaxvision/training/distributed.py
+  c.distributed.initialize = "auto"  # auto (join if given an address or a SLURM/MPI job) | on | off
+  c.distributed.coordinator_address = ""  # "host:port" of process 0; "": $JAX_COORDINATOR_ADDRESS
+  c.distributed.num_processes = 0    # 0: detected (Cloud TPU, SLURM, Open MPI)
+  c.distributed.process_id = -1      # -1: detected
+  c.distributed.local_device_ids = ()  # devices this process drives (one GPU per process); (): all
+
   c.log_every_steps = 20
   c.log_intermediates = ()           # values sown into "intermediates" to log (e.g. ("nfe",))
   c.eval_every_steps = -1            # -1: once per epoch

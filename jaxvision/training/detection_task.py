@@ -75,12 +75,16 @@ class Detection:
 
   def __init__(self, model: YOLO, num_classes: int, *, pixel_plus_one: bool = False,
                coco: bool = True, num_overlays: int = 8, class_names=None):
-    if not isinstance(model, YOLO):
-      raise ValueError(f"model: the detection task needs a YOLO model (yolov1, yolov2), got "
-                       f"{type(model).__name__}")
+    self.check_model(model)
     self.model, self.num_classes = model, num_classes
     self.pixel_plus_one, self.coco = pixel_plus_one, coco
     self.num_overlays, self.class_names = num_overlays, class_names
+
+  @staticmethod
+  def check_model(model) -> None:
+    if not isinstance(model, YOLO):
+      raise ValueError(f"model: the detection task needs a YOLO model (yolov1, yolov2), got "
+                       f"{type(model).__name__}")
 
   @classmethod
   def from_config(cls, config) -> "Detection":
@@ -100,17 +104,13 @@ class Detection:
     per_image = jax.vmap(lambda o, b, c, v: yolo_loss(self.model, o[None], b[None], c[None],
                                                       v[None]))
     loss, terms = per_image(outputs, batch["boxes"], batch["classes"], batch["valid"])
-    d = detect(self.model, outputs)
-    n = batch["classes"].shape[0]
-    size = jnp.broadcast_to(jnp.asarray(batch["image"].shape[1:3], jnp.int32), (n, 2))
-    return {"det_boxes": d["boxes"], "det_scores": d["scores"], "det_classes": d["classes"],
-            "det_valid": d["valid"], "boxes": batch["boxes"], "classes": batch["classes"],
-            "valid": batch["valid"],
-            "difficult": batch.get("difficult", jnp.zeros_like(batch["valid"])),
-            "image_size": batch.get("image_size", size),
-            "weight": batch.get("weight", jnp.ones((n,), jnp.float32)),
-            "loss": loss, "accuracy": terms["accuracy"],
-            "objects": jnp.sum(batch["valid"], axis=1)}
+    return eval_record(batch, detect(self.model, outputs), loss, terms["accuracy"])
+
+  def predict(self, state, images) -> dict:
+    """Decoded detections {boxes (normalised yxyx), scores, classes, valid} of `images`."""
+    return detect(self.model, state.apply_fn({"params": state.params,
+                                              "batch_stats": state.batch_stats}, images,
+                                             train=False))
 
   def accumulator(self) -> DetectionAccumulator:
     return DetectionAccumulator(self.num_classes, self.pixel_plus_one, self.coco)
@@ -130,13 +130,26 @@ class Detection:
     batch = next(data.eval_batches(config.dataset, global_batch_size=config.eval_batch_size))
     keep = np.flatnonzero(batch["weight"] > 0)[:self.num_overlays]
     batch = {k: v[keep] for k, v in batch.items()}
-    predict = jax.jit(lambda s, x: detect(self.model, s.apply_fn(
-        {"params": s.params, "batch_stats": s.batch_stats}, x, train=False)))
-    found = jax.device_get(predict(state, batch["image"]))
+    found = jax.device_get(jax.jit(self.predict)(state, batch["image"]))
     spec = detection.get_spec(config.dataset.name)
     pixels = (batch["image"] * np.asarray(spec.std) + np.asarray(spec.mean)) * 255.0
     save_detections(pathlib.Path(workdir) / "detections", pixels, batch, found,
                     class_names=self.class_names)
+
+
+def eval_record(batch: dict, detections: dict, loss, accuracy) -> dict:
+  """What `DetectionAccumulator.add` reads, per image: `detections` {boxes (normalised yxyx),
+  scores, classes, valid} [B, D, ...], the batch's targets, `loss` [B] and `accuracy` [B]."""
+  d = detections
+  n = batch["classes"].shape[0]
+  size = jnp.broadcast_to(jnp.asarray(batch["image"].shape[1:3], jnp.int32), (n, 2))
+  return {"det_boxes": d["boxes"], "det_scores": d["scores"], "det_classes": d["classes"],
+          "det_valid": d["valid"], "boxes": batch["boxes"], "classes": batch["classes"],
+          "valid": batch["valid"],
+          "difficult": batch.get("difficult", jnp.zeros_like(batch["valid"])),
+          "image_size": batch.get("image_size", size),
+          "weight": batch.get("weight", jnp.ones((n,), jnp.float32)),
+          "loss": loss, "accuracy": accuracy, "objects": jnp.sum(batch["valid"], axis=1)}
 
 
 def check_detection_batch(batch: dict, *, image_shape, num_classes: int) -> None:

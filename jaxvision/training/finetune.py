@@ -5,7 +5,9 @@ Parameters are picked by regular expressions over their paths ("layer1/blocks/bl
 conv1/kernel"): a pattern selects a module and everything under it ("fc" matches "fc/kernel"
 and "fc/bias", not "fc2/kernel"). The config keys (jaxvision/training/config.py):
 
-  model.pretrained              torchvision file (.safetensors/.pth/.pt) or jaxvision workdir
+  model.pretrained              torchvision file (.safetensors/.pth/.pt) or jaxvision workdir;
+                                for a model built on `model.options.backbone` (FCN, YOLO,
+                                Faster R-CNN), the weights of that backbone classifier
   finetune.head                 the parameters re-initialised for the new num_classes
   finetune.backbone_lr_scale    learning-rate multiplier of all other parameters (0: frozen)
   finetune.freeze               further parameters kept frozen
@@ -55,8 +57,19 @@ def default_head(model_name: str) -> str:
                    "of the head's parameter paths (e.g. 'fc')")
 
 
+BACKBONE = "backbone"  # the submodule holding a registry backbone (fcn, yolo, faster_rcnn)
+# Every top-level module except the backbone: the new layers of a detector or segmenter.
+OUTSIDE_BACKBONE = rf"(?!{BACKBONE}(?:/|$))[^/]+"
+
+
+def has_backbone(config) -> bool:
+  return BACKBONE in config.model.options
+
+
 def head_pattern(config) -> str:
-  return config.finetune.head or default_head(config.model.name)
+  if config.finetune.head:
+    return config.finetune.head
+  return OUTSIDE_BACKBONE if has_backbone(config) else default_head(config.model.name)
 
 
 def partition_optimizer(tx: optax.GradientTransformation, *, head: str, backbone_lr_scale: float = 1.0,
@@ -108,6 +121,19 @@ def load_pretrained(source: str | pathlib.Path, model_name: str, **options) -> d
   step_dir = _checkpoint_step(path)
   tree = ocp.StandardCheckpointer().restore(step_dir / "default")
   return {"params": tree["params"], "batch_stats": tree.get("batch_stats") or {}}
+
+
+def load_pretrained_for(config) -> dict:
+  """The variables `model.pretrained` gives the model of `config`: the whole classifier, or for a
+  model on a registry backbone the backbone classifier's without its head, under `backbone`."""
+  options = config.model.options.to_dict()
+  if not has_backbone(config):
+    return load_pretrained(config.model.pretrained, config.model.name, **options)
+  name = options[BACKBONE]
+  classifier = load_pretrained(config.model.pretrained, name, **(options.get("backbone_options") or {}))
+  head = default_head(name)
+  return {c: {BACKBONE: {k: v for k, v in classifier.get(c, {}).items() if not path_matches(k, head)}}
+          for c in ("params", "batch_stats")}
 
 
 def _checkpoint_step(path: pathlib.Path) -> pathlib.Path:
@@ -187,8 +213,7 @@ def prepare_state(state, config, *, load_pretrained_weights: bool = True):
     state = state.replace(apply_fn=frozen_batch_norm(state.apply_fn))
   if not (config.model.pretrained and load_pretrained_weights):
     return state
-  pretrained = load_pretrained(config.model.pretrained, config.model.name,
-                               **config.model.options.to_dict())
+  pretrained = load_pretrained_for(config)
   variables = with_pretrained({"params": state.params, "batch_stats": state.batch_stats},
                               pretrained, head_pattern(config))
   params, batch_stats = variables["params"], variables.get("batch_stats", {})

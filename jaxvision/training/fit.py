@@ -3,7 +3,8 @@
 Builds the model, optimizer and data from a config, resumes from the workdir's latest
 checkpoint, trains with a progress bar, evaluates and checkpoints every epoch (by default),
 and on SIGTERM/SIGINT saves before it stops. A non-finite loss stops the run without saving
-over the last good checkpoint.
+over the last good checkpoint. Multi-host (docs/SCALING.md): every process runs `fit` on the
+same workdir and reads its own shard of the data; process 0 writes metrics and checkpoints.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from jaxvision.models import create_model
 from jaxvision.training import config as config_lib
-from jaxvision.training import finetune, optim, parallel
+from jaxvision.training import distributed, finetune, optim, parallel
 from jaxvision.training.checkpoint import Checkpointer
 from jaxvision.training.metric_writer import MetricWriter, read_metrics
 from jaxvision.training.tasks import make_task
@@ -64,6 +65,16 @@ class _StopRequest:
       signal.signal(sig, handler)
 
 
+def _agreed_signal(stop: _StopRequest) -> int:
+  """The signal that stops the run (0: none). With several processes, any process's signal
+  stops all of them at the same step, so that they save together."""
+  signum = stop.signum or 0
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    signum = int(np.max(multihost_utils.process_allgather(np.int32(signum))))
+  return signum
+
+
 def _check_finite(params, step: int, ckpt: Checkpointer, workdir: pathlib.Path) -> None:
   if not all(np.isfinite(x).all() for x in jax.tree.leaves(params)):
     raise NonFiniteLoss(f"parameters are not finite at step {step}; stopped without saving (the "
@@ -80,10 +91,14 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
   from jaxvision import data  # TensorFlow is needed for the input pipeline only
 
   config_lib.check_config(config)
+  distributed.initialize(config.distributed)  # a no-op on one process
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   info = data.dataset_info(config.dataset)
-  n_dev = jax.device_count()
+  n_dev = jax.device_count()  # over all processes
+  if config.parallel == "pmap" and jax.process_count() > 1:
+    raise ValueError(f"config.parallel: 'pmap' averages gradients over this process's devices "
+                     f"only; with {jax.process_count()} processes expected 'jit'")
   for key in ("batch_size", "eval_batch_size"):
     if config[key] <= 0 or config[key] % n_dev:
       raise ValueError(f"config.{key}: {config[key]} does not divide across {n_dev} devices; "
@@ -133,7 +148,9 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
 
   t0 = time.time()
   eval_metrics = None
-  bar = tqdm(range(start, total_steps), initial=start, total=total_steps, disable=not progress,
+  primary = distributed.is_primary()  # writes the summary and plots (checkpointer, writer: own)
+  bar = tqdm(range(start, total_steps), initial=start, total=total_steps,
+             disable=not (progress and primary),
              desc=f"{config.model.name} on {config.dataset.name}", unit="step", mininterval=1.0)
   try:
     with _StopRequest() as stop:
@@ -156,13 +173,14 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
           writer.write(done, "eval", eval_metrics)
           bar.set_postfix({"loss": f"{metrics['loss']:.3f}", f"eval_{config.best_metric}":
                            f"{eval_metrics.get(config.best_metric, float('nan')):.4f}"})
-        if done % ckpt_every == 0 or done == total_steps or stop.signum is not None:
+        signum = _agreed_signal(stop)
+        if done % ckpt_every == 0 or done == total_steps or signum:
           host_state = jax.device_get(dp.get_state(state))
           _check_finite(host_state.params, done, ckpt, workdir)
           ckpt.save(host_state, eval_metrics if done % eval_every == 0 or
                     done == total_steps else None)
-        if stop.signum is not None:
-          raise TrainingInterrupted(stop.signum, done, workdir)
+        if signum:
+          raise TrainingInterrupted(signum, done, workdir)
     if eval_metrics is None:  # resumed after the last step: evaluate the restored state
       eval_metrics = evaluate(state)
     best_step, best = ckpt.best_metrics()
@@ -179,11 +197,13 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
              "best_accuracy": None if best is None else best.get("accuracy"),
              "num_params": int(sum(np.size(x) for x in jax.tree.leaves(dp.get_state(state).params))),
              "seconds": time.time() - t0, "workdir": str(workdir)}
+  if not primary:
+    return summary
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   if config.plot:
     from jaxvision.analysis.plots import plot_training_curves
     plot_training_curves(read_metrics(writer.path), workdir / "curves.png",
                          title=f"{config.model.name} on {config.dataset.name}")
-  if hasattr(task, "on_train_end"):  # e.g. segmentation overlays
-    task.on_train_end(dp.get_state(state), config, workdir)
+  if hasattr(task, "on_train_end"):  # e.g. segmentation overlays; on this process's devices
+    task.on_train_end(jax.device_get(dp.get_state(state)), config, workdir)
   return summary

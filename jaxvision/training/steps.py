@@ -20,6 +20,13 @@ from jaxvision.training.tasks import Classification
 RNG_STREAMS = ("stochastic_depth", "dropout")
 
 
+def model_kwargs(task, batch, train: bool) -> dict:
+  """Extra keyword arguments of the model's call from the task's optional
+  `model_kwargs(batch, train)` hook (e.g. a detector's training targets); none by default."""
+  hook = getattr(task, "model_kwargs", None)
+  return hook(batch, train=train) if hook is not None else {}
+
+
 def intermediate_metrics(intermediates, names: Sequence[str]) -> dict:
   """Sums of the values sown under each of `names` (e.g. 'nfe') anywhere in the model."""
   out = {}
@@ -44,11 +51,15 @@ def make_train_step(task=None, *, l1: float = 0.0, schedule: optax.Schedule | No
 
   def train_step(state, batch, rng):
     step_rng = jax.random.fold_in(rng, state.step)
-    rngs = dict(zip(RNG_STREAMS, jax.random.split(step_rng, len(RNG_STREAMS))))
+    # A task may add rng streams (its optional `rng_streams`), e.g. a detector's "sampling".
+    streams = RNG_STREAMS + tuple(getattr(task, "rng_streams", ()))
+    rngs = dict(zip(streams, jax.random.split(step_rng, len(streams))))
+    kwargs = model_kwargs(task, batch, train=True)
 
     def loss_fn(params):
       outputs, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
-                                        batch["image"], train=True, rngs=rngs, mutable=collections)
+                                        batch["image"], train=True, rngs=rngs, mutable=collections,
+                                        **kwargs)
       loss, metrics = task.loss(outputs, batch)
       metrics.update(intermediate_metrics(updates.get("intermediates", {}), log_intermediates))
       total = loss + l1 * l1_penalty(params) if l1 else loss
@@ -71,7 +82,7 @@ def make_eval_step(task=None, axis_name: str | None = None) -> Callable:
 
   def eval_step(state, batch):
     outputs = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                             batch["image"], train=False)
+                             batch["image"], train=False, **model_kwargs(task, batch, False))
     result = task.eval_outputs(outputs, batch)
     if axis_name is not None:
       if task.eval_reduce == "sum":

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxvision.losses import cross_entropy
 from jaxvision.training.detection_task import Detection
+from jaxvision.training.rcnn_task import RCNNDetection
 from jaxvision.training.segmentation_task import Segmentation
 from jaxvision.training.validation import check_batch
 
@@ -69,7 +70,8 @@ class Classification:
 
 _TASKS: dict[str, Callable[..., object]] = {"classification": Classification,
                                             "segmentation": Segmentation.from_config,
-                                            "detection": Detection.from_config}
+                                            "detection": Detection.from_config,
+                                            "rcnn_detection": RCNNDetection.from_config}
 
 
 def register_task(name: str, factory: Callable[..., object]) -> None:
