@@ -24,6 +24,7 @@ from jaxvision.metrics.coco import CocoEvaluator
 from jaxvision.metrics.voc import VOCEvaluator
 from jaxvision.models import create_model
 from jaxvision.models.yolo import YOLO, detect
+from jaxvision.training.validation import check_image, check_keys
 
 def _pixels(yxyx, height: float, width: float) -> np.ndarray:
   """Normalised (ymin, xmin, ymax, xmax) -> pixel (x1, y1, x2, y2), numpy on the host."""
@@ -154,18 +155,8 @@ def eval_record(batch: dict, detections: dict, loss, accuracy) -> dict:
 
 def check_detection_batch(batch: dict, *, image_shape, num_classes: int) -> None:
   """Raises ValueError/TypeError naming the field, what it holds and what was expected."""
-  missing = [k for k in Detection.batch_keys if k not in batch]
-  if missing:
-    raise ValueError(f"batch: missing {missing}; expected keys {list(Detection.batch_keys)}, got "
-                     f"{sorted(batch)}")
-  image = np.asarray(batch["image"])
-  if image.ndim != 4:
-    raise ValueError(f"batch['image']: expected rank 4 [B, H, W, C], got shape {image.shape}")
-  if not np.issubdtype(image.dtype, np.floating):
-    raise TypeError(f"batch['image']: expected a floating-point dtype, got {image.dtype}")
-  if image.shape[-1] != image_shape[-1]:
-    raise ValueError(f"batch['image']: expected {image_shape[-1]} channels (shape [B, "
-                     f"{', '.join(map(str, image_shape))}]), got shape {image.shape}")
+  check_keys(batch, Detection.batch_keys)
+  image = check_image(batch, image_shape)
   boxes, classes, valid = (np.asarray(batch[k]) for k in ("boxes", "classes", "valid"))
   b = image.shape[0]
   if boxes.ndim != 3 or boxes.shape[0] != b or boxes.shape[2] != 4:
