@@ -159,12 +159,14 @@ def shorten(c, data_dir, steps):
 
 
 @pytest.mark.slow  # two fit runs (~60 s on 2 CPU cores)
-def test_finetune_digits_config_trains_only_the_unfrozen_parameters(tmp_path, digits_dir):
+def test_finetune_digits_config_trains_only_the_unfrozen_parameters(tmp_path, digits_dir,
+                                                                     monkeypatch):
   pre = shorten(load_config("demo"), digits_dir, 2)
   fit(pre, tmp_path / "pre", progress=False)
   c = shorten(load_config("finetune_digits"), digits_dir, 2)
   assert (c.model.pretrained, c.finetune.freeze_batch_norm) == ("runs/resnet20_digits", True)
-  c.model.pretrained = str(tmp_path / "pre")
+  monkeypatch.chdir(tmp_path)
+  c.model.pretrained = "pre"  # relative to the working directory, as the config's own default
   c.finetune.backbone_lr_scale = 0.0  # head only
   fit(c, tmp_path / "ft", progress=False)
   old = finetune.load_pretrained(tmp_path / "pre", "cifar_resnet20")  # a workdir's latest step

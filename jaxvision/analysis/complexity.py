@@ -213,12 +213,12 @@ def plot(rows: Sequence[dict], out: str | pathlib.Path, accuracy: dict | None = 
   """Canziani et al. 2017: operations vs parameters (bubble area ~ training memory) and, with
   `accuracy` {model: top-1 %}, accuracy vs operations (bubble area ~ parameters)."""
   import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure  # no pyplot: the caller's backend untouched
 
   acc = {r["model"]: accuracy[r["model"]] for r in rows if accuracy and r["model"] in accuracy}
-  fig, axes = plt.subplots(1, 2 if acc else 1, figsize=(13 if acc else 7, 5), squeeze=False)
-  colors = plt.cm.tab10(np.arange(len(rows)) % 10)
+  fig = Figure(figsize=(13 if acc else 7, 5))
+  axes = fig.subplots(1, 2 if acc else 1, squeeze=False)
+  colors = matplotlib.colormaps["tab10"](np.arange(len(rows)) % 10)
   mems = [r["train_peak_bytes"] or 0 for r in rows]
   ax = axes[0, 0]
   for i, (r, c, m) in enumerate(zip(rows, colors, mems)):
@@ -245,7 +245,6 @@ def plot(rows: Sequence[dict], out: str | pathlib.Path, accuracy: dict | None = 
   fig.tight_layout()
   out = pathlib.Path(out)
   fig.savefig(out, dpi=110)
-  plt.close(fig)
   return out
 
 

@@ -31,21 +31,19 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
+from matplotlib.figure import Figure  # no pyplot: the caller's backend (inline plots) untouched
 from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxvision.losses import cross_entropy  # noqa: E402
-from jaxvision.models import create_model  # noqa: E402
-from jaxvision.models.odenet import ode_twin  # noqa: E402
-from jaxvision.nn.ode import EvaluationCounter, ODEOptions  # noqa: E402
-from jaxvision.training import optim, parallel, steps  # noqa: E402
-from jaxvision.training.compilation_cache import enable_compilation_cache  # noqa: E402
-from jaxvision.training.fit import TrainingInterrupted, fit  # noqa: E402
-from jaxvision.training.metric_writer import METRICS_FILE, read_metrics  # noqa: E402
-from jaxvision.training.tasks import make_task  # noqa: E402
-from jaxvision.training.train_state import create_train_state  # noqa: E402
+from jaxvision.losses import cross_entropy
+from jaxvision.models import create_model
+from jaxvision.models.odenet import ode_twin
+from jaxvision.nn.ode import EvaluationCounter, ODEOptions
+from jaxvision.training import optim, parallel, steps
+from jaxvision.training.compilation_cache import enable_compilation_cache
+from jaxvision.training.fit import TrainingInterrupted, fit
+from jaxvision.training.metric_writer import METRICS_FILE, read_metrics
+from jaxvision.training.tasks import make_task
+from jaxvision.training.train_state import create_train_state
 
 COLUMNS = ("name", "middle", "N", "shared", "solver", "h", "params", "test_accuracy",
            "best_accuracy", "epoch_s", "fit_s", "nfe_fwd", "nfe_bwd", "peak_mb", "temp_mb",
@@ -335,7 +333,7 @@ def _residual_lines(ax, rows, key: str, scale: float = 1.0):
 
 
 def _ode_lines(ax, rows, key: str, scale: float = 1.0):
-  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"][2:]
+  colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][2:]
   for r, c in zip([r for r in _ok(rows) if r["middle"] == "ode"], colors):
     if r.get(key) is not None:
       ax.axhline(r[key] * scale, ls=":", color=c, label=f"{r['name']} (NFE {r['nfe_fwd']:.0f})")
@@ -355,7 +353,7 @@ def plot_accuracy_vs_nfe(ax, rows):
     if pts:
       ax.plot(*zip(*pts), style, label=f"residual, {'shared' if shared else 'unshared'} weights")
   odes = [r for r in _ok(rows) if r["middle"] == "ode"]
-  for r, c in zip(odes, plt.rcParams["axes.prop_cycle"].by_key()["color"][2:]):
+  for r, c in zip(odes, matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][2:]):
     ax.plot(r["nfe_fwd"], 100 * r["test_accuracy"], "*", ms=12, color=c, label=r["name"])
   ax.set_xscale("log", base=2)
   ax.set_xlabel("NFE per forward pass (residual: N)")
@@ -395,18 +393,19 @@ def _save(fig, path: pathlib.Path) -> None:
       ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def plot_study(rows: list[dict], workdir: pathlib.Path) -> None:
   """DIR/depth_study.png (all four panels) and DIR/{accuracy,memory,distance}.png."""
   panels = (plot_accuracy_vs_depth, plot_accuracy_vs_nfe, plot_memory_vs_depth, plot_distance_vs_h)
-  fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+  fig = Figure(figsize=(12, 9))
+  axes = fig.subplots(2, 2)
   for draw, ax in zip(panels, axes.flat):
     draw(ax, rows)
   _save(fig, workdir / "depth_study.png")
   for name, draws in (("accuracy", panels[:2]), ("memory", panels[2:3]), ("distance", panels[3:])):
-    fig, axes = plt.subplots(1, len(draws), figsize=(6 * len(draws), 4.5), squeeze=False)
+    fig = Figure(figsize=(6 * len(draws), 4.5))
+    axes = fig.subplots(1, len(draws), squeeze=False)
     for draw, ax in zip(draws, axes.flat):
       draw(ax, rows)
     _save(fig, workdir / f"{name}.png")

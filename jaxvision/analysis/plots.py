@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pathlib
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: the caller's backend (inline plots) untouched
 
 
 def plot_training_curves(rows: list[dict], out: str | pathlib.Path, title: str = "") -> pathlib.Path:
   """Loss and accuracy against step, train and eval, from metrics.jsonl rows; saves a PNG."""
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  fig = Figure(figsize=(10, 4))
+  axes = fig.subplots(1, 2)
   for ax, key in zip(axes, ("loss", "accuracy")):
     for split, style in (("train", "-"), ("eval", "o-")):
       pts = [(r["step"], r[key]) for r in rows if r.get("split") == split and key in r]
@@ -30,5 +28,4 @@ def plot_training_curves(rows: list[dict], out: str | pathlib.Path, title: str =
   fig.tight_layout()
   out = pathlib.Path(out)
   fig.savefig(out, dpi=100)
-  plt.close(fig)
   return out

@@ -118,7 +118,7 @@ def load_pretrained(source: str | pathlib.Path, model_name: str, **options) -> d
     raise FileNotFoundError(f"model.pretrained: {path} is neither a torchvision file "
                             f"({', '.join(TORCH_SUFFIXES)}) nor a jaxvision checkpoint folder")
   import orbax.checkpoint as ocp
-  step_dir = _checkpoint_step(path)
+  step_dir = _checkpoint_step(path.resolve())  # orbax wants absolute paths
   tree = ocp.StandardCheckpointer().restore(step_dir / "default")
   return {"params": tree["params"], "batch_stats": tree.get("batch_stats") or {}}
 
