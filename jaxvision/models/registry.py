@@ -6,6 +6,7 @@ import dataclasses
 from typing import Callable, Iterable
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], frozenset[str]]] = {}
 
@@ -34,13 +35,35 @@ def model_options(name: str) -> list[str]:
 
 
 def create_model(name: str, **options) -> nn.Module:
-  """Builds the registered model `name` with keyword `options` (e.g. num_classes, step_size)."""
+  """Builds the registered model `name` with keyword `options` (e.g. num_classes, step_size).
+
+  A `dtype` option may be named by a string, as in a config file or on the command line
+  ("bfloat16" or "bf16", "float16", "float32"): the compute dtype; parameters, BatchNorm
+  statistics and outputs stay float32.
+  """
   factory, allowed = _lookup(name)
   unknown = sorted(set(options) - allowed)
   if unknown:
     raise ValueError(f"options: model {name!r} got unknown option(s) {unknown}; "
                      f"expected some of {sorted(allowed)}")
+  if isinstance(options.get("dtype"), str):
+    options = {**options, "dtype": compute_dtype(options["dtype"])}
   return factory(**options)
+
+
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+  """The floating-point dtype named `name` ("bfloat16", "bf16", "float16", "float32", ...)."""
+  try:
+    dtype = jnp.dtype(_DTYPE_ALIASES.get(name, name))
+  except TypeError:
+    dtype = None
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"dtype: expected a floating-point dtype name such as 'bfloat16', 'float16' "
+                     f"or 'float32', got {name!r}")
+  return dtype
 
 
 def _lookup(name: str):

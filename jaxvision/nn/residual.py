@@ -20,14 +20,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvision.nn.conv import conv_general_dilated
+
 ModuleDef = Any
 
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def conv(features: int, kernel: int, strides: int = 1, **kw) -> nn.Conv:
-  """A bias-free convolution with torchvision's symmetric padding `kernel // 2`."""
+  """A bias-free convolution with torchvision's symmetric padding `kernel // 2` (on the CPU, small
+  output maps run as im2col: `jaxvision.nn.conv`)."""
   pad = kernel // 2
+  kw = {"conv_general_dilated": conv_general_dilated, **kw}
   return nn.Conv(features, (kernel, kernel), (strides, strides), padding=((pad, pad), (pad, pad)),
                  use_bias=False, kernel_init=conv_kernel_init, **kw)
 
@@ -205,11 +209,15 @@ class ResidualStage(nn.Module):
     return [j * self.block.get("step_size", 1.0) for j in range(self.num_blocks)]
 
   def _unroll(self) -> int:
+    """lax.scan's `unroll`: 0 (no loop at all) when every block is unrolled, since XLA:CPU runs
+    the backward convolutions of even a one-trip loop (a stage of one block) on its slow path."""
     if self.scan_unroll is not None:
       if self.scan_unroll < 1:
         raise ValueError(f"scan_unroll: expected a positive int or None, got {self.scan_unroll}")
-      return min(self.scan_unroll, self.num_blocks)
-    return self.num_blocks if jax.default_backend() == "cpu" else 1
+      unroll = self.scan_unroll
+    else:
+      unroll = self.num_blocks if jax.default_backend() == "cpu" else 1
+    return 0 if unroll >= self.num_blocks else unroll
 
   def _unrolled(self, x, probs, train):
     if self.share_weights:

@@ -1,0 +1,214 @@
+"""Mixed precision for every model family: bfloat16 compute, float32 parameters, BatchNorm
+statistics, outputs and loss; `dtype` may be a string (config files, the command line)."""
+
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxvision.models import create_model
+from jaxvision.training import steps
+from jaxvision.training.detection_task import Detection
+from jaxvision.training.segmentation_task import Segmentation
+from jaxvision.training.tasks import Classification
+from jaxvision.training.train_state import TrainState, create_train_state
+
+TINY_RESNET = dict(stage_sizes=(1, 1), widths=(4, 8), stem="cifar", stem_width=4)
+# Feature maps at strides 4, 8, 16 and 32 (FCN-8s's skips).
+STRIDE32_RESNET = dict(stage_sizes=(1, 1, 1, 1), widths=(4, 4, 4, 4), stem="imagenet", stem_width=4)
+ODE = dict(width=8, downsampling=1, groups=4, solver="midpoint", controller="constant", dt=0.5)
+
+# family: (model name, options, image size, task).
+CASES = {
+    "resnet": ("resnet", TINY_RESNET, 8, "classification"),
+    "cifar_resnet": ("cifar_resnet20", {}, 8, "classification"),
+    "alexnet": ("alexnet", {}, 63, "classification"),
+    "vgg": ("vgg11_bn", {}, 32, "classification"),
+    "googlenet": ("googlenet", {}, 32, "classification"),
+    "odenet": ("odenet", dict(ODE, conv_impl="xla"), 8, "classification"),
+    "odenet_patches": ("odenet", ODE, 8, "classification"),
+    "ode_resnet": ("ode_resnet", dict(base="cifar_resnet20", groups=4, solver="euler",
+                                     controller="constant", dt=1.0), 8, "classification"),
+    "fcn": ("fcn8s", dict(backbone="resnet", backbone_options=STRIDE32_RESNET), 32,
+            "segmentation"),
+    "unet": ("unet", dict(widths=(4, 8)), 8, "segmentation"),
+    "segnet": ("segnet", dict(widths=(4,), convs_per_level=1), 8, "segmentation"),
+    "yolo": ("yolov2", dict(backbone="resnet", backbone_options=TINY_RESNET, head_width=8,
+                            head_depth=1, anchors=((0.3, 0.3), (0.6, 0.6))), 8, "detection"),
+}
+# Train steps that run by default (a few seconds to compile each); the others compile for 20-60 s
+# on a 2-core CPU and run with -m slow. AlexNet and VGG hold 60-130M parameters whatever the
+# image size (4096-wide classifiers): checked on shapes and HLO only.
+RUN = ("odenet", "resnet", "segnet", "unet", "yolo")
+RUN_SLOW = ("cifar_resnet", "fcn", "googlenet", "ode_resnet", "odenet_patches")
+NUM_CLASSES = 3
+TX = optax.sgd(0.1, momentum=0.9)
+BATCH = 2
+_TENSOR = r"tensor<([^>]*)>"
+
+
+def operand_types(hlo: str, op: str, full: bool = False) -> list[list[str]]:
+  """Element types (`full`: whole types such as 2x8xbf16) [operands..., result] of every
+  `stablehlo.<op>` in StableHLO text."""
+  found = []
+  for line in hlo.splitlines():
+    if f"stablehlo.{op}" not in line:
+      continue
+    signature = re.search(rf": \(({_TENSOR}(?:, {_TENSOR})*)\) -> {_TENSOR}\s*$", line)
+    assert signature, f"unparsed {op}: {line[:200]}"
+    types = re.findall(_TENSOR, signature.group(0))
+    found.append(types if full else [t.split("x")[-1] for t in types])
+  return found
+
+
+def make_batch(task: str, size: int) -> dict:
+  rs = np.random.RandomState(0)
+  batch = {"image": jnp.asarray(rs.randn(BATCH, size, size, 3), jnp.float32)}
+  if task == "classification":
+    batch["label"] = jnp.asarray(rs.randint(0, NUM_CLASSES, BATCH), jnp.int32)
+  elif task == "segmentation":
+    batch["mask"] = jnp.asarray(rs.randint(0, NUM_CLASSES, (BATCH, size, size)), jnp.int32)
+  else:
+    batch["boxes"] = jnp.asarray([[[0.1, 0.1, 0.6, 0.5], [0.0, 0.0, 0.0, 0.0]]] * BATCH,
+                                 jnp.float32)
+    batch["classes"] = jnp.asarray([[1, 0]] * BATCH, jnp.int32)
+    batch["valid"] = jnp.asarray([[True, False]] * BATCH)
+  return batch
+
+
+def make_task(task: str, model):
+  if task == "classification":
+    return Classification()
+  if task == "segmentation":
+    return Segmentation()
+  return Detection(model, NUM_CLASSES)
+
+
+def dtypes(tree) -> set[str]:
+  return {str(a.dtype) for a in jax.tree.leaves(tree)}
+
+
+class Case:
+  """A bf16 model, its abstract state, train step, the step's StableHLO and output shapes."""
+
+  def __init__(self, family: str):
+    name, options, self.size, task = CASES[family]
+    self.model = create_model(name, num_classes=NUM_CLASSES, dtype="bfloat16", **options)
+    self.batch = make_batch(task, self.size)
+    step = jax.jit(steps.make_train_step(make_task(task, self.model)))
+    self.state = jax.eval_shape(self.init, jax.random.key(0))
+    self.lowered = step.lower(self.state, self.batch, jax.random.key(0))
+    self.hlo = self.lowered.as_text()
+    self.new_state, self.metrics = self.lowered.out_info
+    variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
+    self.outputs = jax.eval_shape(lambda v, x: self.model.apply(v, x, train=False), variables,
+                                  self.batch["image"])
+
+  def init(self, rng):
+    return create_train_state(self.model, TX, rng, (self.size, self.size, 3))
+
+
+@functools.cache
+def get_case(family: str) -> Case:
+  return Case(family)
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request):
+  return get_case(request.param)
+
+
+def test_params_and_batch_stats_are_float32_before_and_after_a_step(case):
+  assert dtypes(case.state.params) == {"float32"}
+  assert dtypes(case.new_state.params) == {"float32"}
+  assert dtypes(case.new_state.opt_state) <= {"float32", "int32"}
+  if jax.tree.leaves(case.state.batch_stats):
+    assert dtypes(case.state.batch_stats) == {"float32"}
+    assert dtypes(case.new_state.batch_stats) == {"float32"}
+
+
+def test_outputs_and_loss_are_float32(case):
+  assert dtypes(case.outputs) == {"float32"}
+  assert case.metrics["loss"].dtype == jnp.float32
+
+
+def test_convolutions_compute_in_bfloat16(case):
+  """Every convolution of the train step, forward and backward, has bf16 operands."""
+  convs = operand_types(case.hlo, "convolution")
+  assert convs
+  assert all(t == ["bf16", "bf16", "bf16"] for t in convs), convs
+
+
+@pytest.mark.parametrize("family,kernel", [("odenet_patches", "81x8"), ("resnet", "72x8")])
+def test_im2col_convolutions_are_bfloat16_matmuls(family, kernel):
+  """Convolutions that run as im2col on the CPU (the ODE function's: 9 * (8 + 1 time channel)
+  inputs; the ResNet's 4x4 maps: 9 * 8) are [B*H*W, 9 * C] x [9 * C, C'] bf16 matmuls, forward
+  and backward."""
+  if jax.default_backend() != "cpu":
+    pytest.skip("im2col convolutions are the CPU's")
+  shapes = [t for t in operand_types(get_case(family).hlo, "dot_general", full=True)
+            if f"{kernel}x" in " ".join(t)]
+  assert shapes and all(s.endswith("bf16") for t in shapes for s in t), shapes
+
+
+def random_state(case: Case):
+  """A real state of the case's shapes: N(0, 0.1) parameters, zero means, unit variances
+  (jitting the model's init would double a test's compile time)."""
+  rs = np.random.RandomState(0)
+  params = jax.tree.map(lambda a: jnp.asarray(0.1 * rs.randn(*a.shape), a.dtype),
+                        case.state.params)
+  stats = jax.tree_util.tree_map_with_path(
+      lambda path, a: jnp.full(a.shape, "var" in jax.tree_util.keystr(path), a.dtype),
+      case.state.batch_stats)
+  return TrainState.create(apply_fn=case.model.apply, params=params, batch_stats=stats,
+                           tx=TX)
+
+
+def train_once(family: str):
+  case = get_case(family)
+  state = random_state(case)
+  new_state, metrics = case.lowered.compile()(state, case.batch, jax.random.key(0))
+  assert np.isfinite(float(metrics["loss"]))
+  assert dtypes(new_state.params) == {"float32"}
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), new_state.params, state.params)
+  assert any(jax.tree.leaves(changed))
+
+
+@pytest.mark.parametrize("family", RUN)
+def test_a_train_step_runs_with_a_finite_loss(family):
+  train_once(family)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", RUN_SLOW)
+def test_a_train_step_of_a_larger_model_runs_with_a_finite_loss(family):
+  train_once(family)
+
+
+def test_float32_model_has_no_bfloat16_convolutions():
+  model = create_model("resnet", num_classes=NUM_CLASSES, dtype="float32", **TINY_RESNET)
+  x = jnp.zeros((BATCH, 8, 8, 3))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+  hlo = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).as_text()
+  convs = operand_types(hlo, "convolution")
+  assert convs and all(t == ["f32", "f32", "f32"] for t in convs)
+
+
+@pytest.mark.parametrize("name,expected", [("bfloat16", jnp.bfloat16), ("bf16", jnp.bfloat16),
+                                           ("float32", jnp.float32), ("float16", jnp.float16)])
+def test_dtype_string_is_converted(name, expected):
+  assert create_model("resnet", num_classes=2, dtype=name, **TINY_RESNET).dtype == expected
+  # Nested models get the converted dtype too.
+  yolo = create_model("yolov1", num_classes=2, backbone="resnet", backbone_options=TINY_RESNET,
+                      dtype=name)
+  assert yolo.dtype == expected and yolo.backbone.dtype == expected
+
+
+@pytest.mark.parametrize("name", ["int32", "bfloat", ""])
+def test_bad_dtype_string_fails_naming_the_option(name):
+  with pytest.raises(ValueError, match=f"dtype: .*got {name!r}"):
+    create_model("resnet", num_classes=2, dtype=name, **TINY_RESNET)
