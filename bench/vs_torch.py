@@ -215,13 +215,13 @@ def alternate(specs: list[Spec], rounds: int, steps: int) -> list[dict]:
     workers.append((spec, parent, proc))
   try:
     results = []
-    for spec, conn, _ in workers:  # built one after the other: compiles do not overlap timings
-      info = _receive(conn)
+    for spec, conn, proc in workers:  # all build (compile) at once; timing starts when all are ready
+      info = _receive(conn, proc)
       results.append({"label": spec.label or spec.framework, **info, "round_s": [], "times": []})
     for _ in range(rounds):
-      for (_, conn, _), r in zip(workers, results):
+      for (_, conn, proc), r in zip(workers, results):
         conn.send(steps)
-        times = _receive(conn)
+        times = _receive(conn, proc)
         r["times"] += times
         r["round_s"].append(statistics.median(times))
     for r in results:
@@ -234,9 +234,15 @@ def alternate(specs: list[Spec], rounds: int, steps: int) -> list[dict]:
       except (BrokenPipeError, OSError):
         pass
       proc.join(timeout=30)
+      if proc.is_alive():
+        proc.terminate()
 
 
-def _receive(conn):
+def _receive(conn, proc):
+  """The worker's next message; an error if it raised, or died (a crash, an XLA flag it rejects)."""
+  while not conn.poll(1.0):
+    if not proc.is_alive():
+      raise RuntimeError(f"a benchmark worker died (exit code {proc.exitcode})")
   msg = conn.recv()
   if isinstance(msg, BaseException):
     raise RuntimeError("a benchmark worker failed") from msg

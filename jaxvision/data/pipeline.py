@@ -197,9 +197,11 @@ def _options() -> tf.data.Options:
 
 def dataset_info(dataset_config: Any) -> DatasetInfo:
   """Returns the `DatasetInfo` of the dataset `dataset_config` describes."""
-  from jaxvision.data import detection  # detection datasets (imports this module)
+  from jaxvision.data import detection, multilabel  # (they import this module)
   if detection.is_detection(dataset_config.name):
     return detection.dataset_info(dataset_config)
+  if multilabel.is_multilabel(dataset_config.name):
+    return multilabel.dataset_info(dataset_config)
   s = _settings(dataset_config)
   builder = _builder(s)
   return DatasetInfo(
@@ -226,9 +228,11 @@ def train_batches(dataset_config: Any, global_batch_size: int, seed: int,
     Iterator of {"image": float32 [B, H, W, C], "label": int32 [B]}
     (segmentation: "mask" int32 [B, H, W], 255 = ignore, instead of "label").
   """
-  from jaxvision.data import detection  # detection datasets (imports this module)
+  from jaxvision.data import detection, multilabel  # (they import this module)
   if detection.is_detection(dataset_config.name):
     return detection.train_batches(dataset_config, global_batch_size, seed, start_step)
+  if multilabel.is_multilabel(dataset_config.name):
+    return multilabel.train_batches(dataset_config, global_batch_size, seed, start_step)
   s = _settings(dataset_config)
   batch_size = _local_batch_size(global_batch_size)
   start_step = operator.index(start_step)
@@ -283,9 +287,11 @@ def eval_batches(dataset_config: Any, global_batch_size: int) -> Iterator[Batch]
     (segmentation: "mask" int32 [B, H, W] instead of "label", all 255 in
     padding rows).
   """
-  from jaxvision.data import detection  # detection datasets (imports this module)
+  from jaxvision.data import detection, multilabel  # (they import this module)
   if detection.is_detection(dataset_config.name):
     return detection.eval_batches(dataset_config, global_batch_size)
+  if multilabel.is_multilabel(dataset_config.name):
+    return multilabel.eval_batches(dataset_config, global_batch_size)
   s = _settings(dataset_config)
   batch_size = _local_batch_size(global_batch_size)
   builder = _builder(s)

@@ -214,6 +214,49 @@ def postprocess(logits, deltas, rois, roi_valid, image_hw, *, score_threshold: f
           "labels": jnp.where(valid, labels[idx], 0), "valid": valid}
 
 
+def sampling_key(module: nn.Module, train: bool):
+  """The key that samples anchors and RoIs: the module's `sampling` stream, fixed in evaluation."""
+  if module.has_rng(SAMPLING_RNG):
+    return module.make_rng(SAMPLING_RNG)
+  if train:
+    raise ValueError(f"rngs: training samples anchors and RoIs at random; pass "
+                     f"rngs={{'{SAMPLING_RNG}': key}} to apply")
+  return jax.random.key(0)  # evaluation losses: the same samples every time
+
+
+def pixel_targets(targets, batch: int, image_hw) -> dict:
+  """Batch targets (normalised yxyx boxes, classes, valid) checked, boxes in pixel xyxy."""
+  try:
+    boxes, classes, valid = (jnp.asarray(targets[k]) for k in ("boxes", "classes", "valid"))
+  except (KeyError, TypeError) as e:
+    raise ValueError(f"targets: expected a dict with 'boxes', 'classes' and 'valid', got "
+                     f"{targets if not isinstance(targets, dict) else sorted(targets)}") from e
+  if boxes.ndim != 3 or boxes.shape[0] != batch or boxes.shape[-1] != 4:
+    raise ValueError(f"targets['boxes']: expected [{batch}, N, 4], got {tuple(boxes.shape)}")
+  if classes.shape != boxes.shape[:2] or valid.shape != boxes.shape[:2]:
+    raise ValueError(f"targets: expected 'classes' and 'valid' of shape {boxes.shape[:2]}, got "
+                     f"{tuple(classes.shape)} and {tuple(valid.shape)}")
+  pixels = yxyx_to_xyxy(boxes.astype(jnp.float32), *image_hw)
+  return {"boxes": pixels, "classes": classes, "valid": valid.astype(bool)}
+
+
+def sample_rois_batch(module: nn.Module, keys, boxes, valid, gt: dict):
+  """`sample_rois` over a batch with the module's `roi_*` settings: rois, labels, targets."""
+  return jax.vmap(functools.partial(
+      sample_rois, num_samples=module.roi_batch_size,
+      positive_fraction=module.roi_positive_fraction, fg_iou=module.roi_fg_iou,
+      bg_iou=module.roi_bg_iou, bg_iou_low=module.roi_bg_iou_low))(
+          keys, boxes, valid, gt["boxes"], gt["classes"], gt["valid"])
+
+
+def postprocess_batch(module: nn.Module, logits, deltas, boxes, valid, image_hw) -> dict:
+  """`postprocess` over a batch with the module's score, NMS and size settings."""
+  return jax.vmap(functools.partial(
+      postprocess, image_hw=image_hw, score_threshold=module.score_threshold,
+      nms_threshold=module.nms_threshold, max_detections=module.max_detections,
+      pre_nms_top_k=module.pre_nms_top_k, min_size=module.min_size))(logits, deltas, boxes, valid)
+
+
 class FasterRCNN(nn.Module):
   """Faster R-CNN (`use_rpn=True`) or Fast R-CNN on given proposals / sliding windows.
 
@@ -303,10 +346,10 @@ class FasterRCNN(nn.Module):
     anchors = jnp.asarray(grid_anchors(grid, stride, self.anchor_sizes, self.aspect_ratios,
                                        self.anchor_offset))
     batch = x.shape[0]
-    gt = None if targets is None else self._pixel_targets(targets, batch, image_hw)
+    gt = None if targets is None else pixel_targets(targets, batch, image_hw)
     keys = None
     if gt is not None:
-      keys = jax.random.split(self._sampling_key(train), (2, batch))
+      keys = jax.random.split(sampling_key(self, train), (2, batch))
 
     out = {}
     if self.use_rpn:
@@ -338,20 +381,12 @@ class FasterRCNN(nn.Module):
     head = BoxHead(self.num_classes, self.representation_size, self.dtype, name="box_head")
     pool = functools.partial(self._pool, features, spatial_scale=grid[0] / image_hw[0])
     if gt is not None:
-      rois, labels, reg = jax.vmap(functools.partial(
-          sample_rois, num_samples=self.roi_batch_size,
-          positive_fraction=self.roi_positive_fraction, fg_iou=self.roi_fg_iou,
-          bg_iou=self.roi_bg_iou, bg_iou_low=self.roi_bg_iou_low))(
-              keys[1], boxes, valid, gt["boxes"], gt["classes"], gt["valid"])
+      rois, labels, reg = sample_rois_batch(self, keys[1], boxes, valid, gt)
       cls_logits, box_deltas = head(pool(rois))
       out["roi"] = {"logits": cls_logits, "deltas": box_deltas, "labels": labels, "targets": reg}
     if not train:
       cls_logits, box_deltas = head(pool(boxes))
-      out["detections"] = jax.vmap(functools.partial(
-          postprocess, image_hw=image_hw, score_threshold=self.score_threshold,
-          nms_threshold=self.nms_threshold, max_detections=self.max_detections,
-          pre_nms_top_k=self.pre_nms_top_k, min_size=self.min_size))(
-              cls_logits, box_deltas, boxes, valid)
+      out["detections"] = postprocess_batch(self, cls_logits, box_deltas, boxes, valid, image_hw)
     return out
 
   def _pool(self, features, rois, spatial_scale: float):
@@ -360,28 +395,6 @@ class FasterRCNN(nn.Module):
       return roi_align(features, rois, self.roi_output_size, spatial_scale, self.sampling_ratio,
                        self.aligned)
     return roi_pool(features, rois, self.roi_output_size, spatial_scale)
-
-  def _sampling_key(self, train: bool):
-    if self.has_rng(SAMPLING_RNG):
-      return self.make_rng(SAMPLING_RNG)
-    if train:
-      raise ValueError(f"rngs: training samples anchors and RoIs at random; pass "
-                       f"rngs={{'{SAMPLING_RNG}': key}} to apply")
-    return jax.random.key(0)  # evaluation losses: the same samples every time
-
-  def _pixel_targets(self, targets, batch: int, image_hw):
-    try:
-      boxes, classes, valid = (jnp.asarray(targets[k]) for k in ("boxes", "classes", "valid"))
-    except (KeyError, TypeError) as e:
-      raise ValueError(f"targets: expected a dict with 'boxes', 'classes' and 'valid', got "
-                       f"{targets if not isinstance(targets, dict) else sorted(targets)}") from e
-    if boxes.ndim != 3 or boxes.shape[0] != batch or boxes.shape[-1] != 4:
-      raise ValueError(f"targets['boxes']: expected [{batch}, N, 4], got {tuple(boxes.shape)}")
-    if classes.shape != boxes.shape[:2] or valid.shape != boxes.shape[:2]:
-      raise ValueError(f"targets: expected 'classes' and 'valid' of shape {boxes.shape[:2]}, got "
-                       f"{tuple(classes.shape)} and {tuple(valid.shape)}")
-    pixels = yxyx_to_xyxy(boxes.astype(jnp.float32), *image_hw)
-    return {"boxes": pixels, "classes": classes, "valid": valid.astype(bool)}
 
   def _check_options(self, proposals):
     if self.num_classes < 1:

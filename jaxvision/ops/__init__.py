@@ -7,10 +7,11 @@ from jaxvision.ops.boxes import (
     giou, iou, xyxy_to_cxcywh, xyxy_to_yxyx, yxyx_to_cxcywh, yxyx_to_xyxy)
 from jaxvision.ops.nms import batched_nms, nms
 from jaxvision.ops.roi import roi_align, roi_pool
+from jaxvision.ops.spp import spatial_pyramid_pool
 
 __all__ = [
     "BBOX_XFORM_CLIP", "area", "batched_nms", "box_iou", "cell_anchors", "clip_xyxy", "clip_yxyx",
     "cxcywh_to_xyxy", "cxcywh_to_yxyx", "decode_boxes", "encode_boxes", "generalized_box_iou",
     "giou", "grid_anchors", "iou", "kmeans_anchors", "nms", "roi_align", "roi_pool", "shape_iou",
-    "xyxy_to_cxcywh", "xyxy_to_yxyx", "yxyx_to_cxcywh", "yxyx_to_xyxy",
+    "spatial_pyramid_pool", "xyxy_to_cxcywh", "xyxy_to_yxyx", "yxyx_to_cxcywh", "yxyx_to_xyxy",
 ]

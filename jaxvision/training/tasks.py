@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxvision.losses import cross_entropy
 from jaxvision.training.detection_task import Detection
+from jaxvision.training.multilabel_task import MultiLabelClassification
 from jaxvision.training.rcnn_task import RCNNDetection
 from jaxvision.training.segmentation_task import Segmentation
 from jaxvision.training.validation import check_batch
@@ -68,10 +69,13 @@ class Classification:
     check_batch(batch, image_shape=image_shape, num_classes=num_classes)
 
 
-_TASKS: dict[str, Callable[..., object]] = {"classification": Classification,
-                                            "segmentation": Segmentation.from_config,
-                                            "detection": Detection.from_config,
-                                            "rcnn_detection": RCNNDetection.from_config}
+_TASKS: dict[str, Callable[..., object]] = {
+    "classification": Classification,
+    "multilabel_classification": MultiLabelClassification.from_config,
+    "segmentation": Segmentation.from_config,
+    "detection": Detection.from_config,
+    "rcnn_detection": RCNNDetection.from_config,
+}
 
 
 def register_task(name: str, factory: Callable[..., object]) -> None:
