@@ -103,6 +103,23 @@ def test_training_regions_and_sampling():
   assert 0.22 < np.mean(fractions) < 0.28  # R-CNN's 1/4 objects
 
 
+def test_proposal_regions_and_padding_never_sampled():
+  from jaxvision.analysis.lsda import proposal_regions, sample_batch
+  data = {"boxes": np.array([[[10, 10, 30, 30], [0, 0, 0, 0]]], np.float32),
+          "gt_valid": np.array([[True, False]]),
+          "proposals": np.array([[[12, 10, 30, 30], [40, 40, 60, 60], [0, 0, 0, 0]]], np.float32),
+          "proposal_valid": np.array([[True, True, False]])}
+  regions, valid = proposal_regions(data)
+  np.testing.assert_array_equal(regions[0, [0, 2, 3]], [[10, 10, 30, 30], [12, 10, 30, 30],
+                                                       [40, 40, 60, 60]])
+  np.testing.assert_array_equal(valid, [[True, False, True, True, False]])
+  labels = np.where(valid, np.array([[1, 0, 1, 0, 0]]), -1)
+  rng = np.random.default_rng(0)
+  picked = np.concatenate([sample_batch(rng, regions, labels, 1, 50)[2].ravel() for _ in range(20)])
+  assert set(picked.tolist()) == {0, 1}  # objects and background, never the padding (-1)
+  assert 0.2 < (picked > 0).mean() < 0.3
+
+
 def test_evaluate_ranks_proposals_by_class():
   from jaxvision.analysis.lsda import evaluate
   proposals = np.array([[[10, 10, 30, 30], [40, 40, 60, 60], [0, 0, 5, 5]]], np.float32)

@@ -11,9 +11,10 @@ classifier became a detector for the classes that have boxes (Hoffman et al. 201
    (`roi_align` to `--crop` pixels, aligned, one sample per bin) labelled by IoU with the boxed
    classes' ground truth (>= 0.5: that class, else background). It trains on the images without
    any label-only object, so no unlabelled object is ever taught as background. Training regions
-   are ground-truth boxes jittered in position and size plus uniform random boxes (a stand-in for
-   Selective Search on the training split, about 5 more minutes on 2 CPU cores); 1/4 of each
-   batch are objects, as in R-CNN.
+   are, as in R-CNN, the training split's Selective Search proposals plus its ground-truth
+   boxes (`--train_regions selective_search`, cached by jaxvision.data.proposals: about 6
+   minutes on 2 CPU cores the first time), or ground-truth boxes jittered in position and size
+   plus uniform random boxes (`jittered`); 1/4 of each batch are objects, as in R-CNN.
 3. Transfer (jaxvision.models.lsda.transfer): each label-only class's output weights = its
    classifier weights + the mean detector-minus-classifier offset of its k nearest boxed classes.
 4. Evaluation on the test split's Selective Search proposals (jaxvision.data.proposals): every
@@ -80,20 +81,28 @@ def training_regions(gt_boxes, gt_valid, image_size: int, *, jittered: int = 32,
   return np.where(tiny[..., None], random_boxes, regions).astype(np.float32)
 
 
+def proposal_regions(data: dict) -> tuple[np.ndarray, np.ndarray]:
+  """R-CNN's training regions from `jaxvision.data.proposals.split_proposals` output: each
+  image's ground-truth boxes, then its Selective Search proposals: (boxes [N, G + K, 4],
+  valid [N, G + K])."""
+  regions = np.concatenate([data["boxes"], data["proposals"]], axis=1).astype(np.float32)
+  return regions, np.concatenate([data["gt_valid"], data["proposal_valid"]], axis=1)
+
+
 def sample_batch(rng, regions, labels, batch_images: int, per_image: int,
                  object_fraction: float = 0.25):
   """Picks `batch_images` images and `per_image` of their regions each, objects (label > 0)
-  with total probability `object_fraction` where the image has any: (image index [B],
-  regions [B, R, 4], labels [B, R])."""
+  with total probability `object_fraction` where the image has any, never a region labelled
+  -1 (padding): (image index [B], regions [B, R, 4], labels [B, R])."""
   images = rng.choice(len(regions), batch_images, replace=False)
   picked = []
   for i in images:
-    obj = labels[i] > 0
-    n_obj, n_bg = obj.sum(), (~obj).sum()
+    obj, bg = labels[i] > 0, labels[i] == 0
+    n_obj, n_bg = obj.sum(), bg.sum()
     if n_obj and n_bg:
-      p = np.where(obj, object_fraction / n_obj, (1 - object_fraction) / n_bg)
+      p = np.where(obj, object_fraction / n_obj, np.where(bg, (1 - object_fraction) / n_bg, 0.0))
     else:
-      p = np.full(len(obj), 1 / len(obj))
+      p = (obj | bg) / (n_obj + n_bg)
     picked.append(rng.choice(len(obj), per_image, p=p))
   picked = np.stack(picked)
   return (images, np.take_along_axis(regions[images], picked[..., None], axis=1),
@@ -210,6 +219,12 @@ def evaluate(scores, proposals, proposal_valid, data, num_classes: int, classes,
   return out
 
 
+def normalise(images, spec) -> np.ndarray:
+  """uint8 images [N, H, W, C] as the detection pipeline feeds them to the network."""
+  return ((images.astype(np.float32) / 255.0 - np.asarray(spec.mean)) /
+          np.asarray(spec.std)).astype(np.float32)
+
+
 def padded_proposals(data: dict, limit: int) -> tuple[np.ndarray, np.ndarray]:
   """The first `limit` ranked proposals per image; an image with none gets one dummy box
   (marked invalid) so every image keeps a fixed shape."""
@@ -260,8 +275,16 @@ def run(args) -> dict:
   size = spec.image_size
 
   _log(t0, "reading the training split")
-  train = crops.load_split(DATASET, "train", limit=args.train_images)
-  regions = training_regions(train["boxes"], train["valid"], size, seed=args.seed)
+  if args.train_regions == "selective_search":
+    data = proposals_lib.split_proposals(DATASET, "train", max_boxes=2000)
+    data = {k: v[:args.train_images] if isinstance(v, np.ndarray) else v for k, v in data.items()}
+    train = {"image": normalise(data["images"], spec), "boxes": data["boxes"],
+             "classes": data["classes"], "valid": data["gt_valid"]}
+    regions, region_valid = proposal_regions(data)
+  else:
+    train = crops.load_split(DATASET, "train", limit=args.train_images)
+    regions = training_regions(train["boxes"], train["valid"], size, seed=args.seed)
+    region_valid = np.ones(regions.shape[:2], bool)
   labels = multi_hot(train["classes"], train["valid"], k_classes)
   boxed_images = ~labels[:, list(label_only)].any(axis=1)
   # Boxes of the boxed classes only, their classes renumbered 0..len(boxed)-1.
@@ -272,6 +295,7 @@ def run(args) -> dict:
                                      boxed_valid, object_iou=0.5, background_iou=0.5)
   all_labels = crops.label_windows(regions, train["boxes"], train["classes"], train["valid"],
                                    object_iou=0.5, background_iou=0.5)
+  boxed_labels[~region_valid] = all_labels[~region_valid] = -1  # padding: never sampled
   tune = dict(steps=args.steps, crop=args.crop, batch_images=args.batch_images,
               per_image=args.regions_per_image, learning_rate=args.learning_rate, seed=args.seed)
 
@@ -296,8 +320,7 @@ def run(args) -> dict:
   n = args.test_images or len(test["images"])
   test = {k: v[:n] if isinstance(v, np.ndarray) else v for k, v in test.items()}
   boxes, valid = padded_proposals(test, args.proposals)
-  images = ((test["images"].astype(np.float32) / 255.0 - np.asarray(spec.mean)) /
-            np.asarray(spec.std)).astype(np.float32)
+  images = normalise(test["images"], spec)
   model_cls = create_model("resnet", num_classes=k_classes, **options)
 
   t2 = time.time()
@@ -334,7 +357,7 @@ def run(args) -> dict:
       "boxed": [CLASSES[i] for i in boxed], "label_only": names, "score": args.score,
       "boxed_by_distance": {CLASSES[j]: [CLASSES[i] for i in near] for j, near in
                   zip(label_only, nearest_boxed(c_vec, boxed, label_only, len(boxed)))},
-      "rows": rows, "train_images": len(train["image"]),
+      "rows": rows, "train_images": len(train["image"]), "train_regions": args.train_regions,
       "adaptation_images": int(boxed_images.sum()), "test_images": n,
       "proposals_per_image": float(valid.sum(1).mean()), "steps": args.steps,
       "finetune_seconds": train_seconds, "test_seconds": test_seconds,
@@ -377,6 +400,10 @@ def main(argv=None):
   p.add_argument("--learning_rate", type=float, default=1e-3)
   p.add_argument("--crop", type=int, default=32, help="side of the warped regions")
   p.add_argument("--train_images", type=int, default=None)
+  p.add_argument("--train_regions", choices=("selective_search", "jittered"),
+                 default="selective_search",
+                 help="fine-tuning regions: Selective Search proposals + ground truth (R-CNN), "
+                      "or jittered ground truth + uniform random boxes")
   p.add_argument("--test_images", type=int, default=None, help="default: the whole test split")
   p.add_argument("--proposals", type=int, default=300, help="ranked proposals per test image")
   p.add_argument("--seed", type=int, default=0)
