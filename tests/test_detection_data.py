@@ -152,20 +152,6 @@ def test_bad_dataset_config_values(tiny):
     detection.get_spec("voc/2099")
 
 
-@pytest.fixture
-def ordered_mock_boxes(monkeypatch):
-  """TFDS's mock data draws the four box coordinates independently: order them as real data is."""
-  fields = detection._fields
-
-  def ordered(ex, s):
-    out = fields(ex, s)
-    b = out["boxes"]
-    out["boxes"] = tf.concat([tf.minimum(b[:, :2], b[:, 2:]), tf.maximum(b[:, :2], b[:, 2:])], 1)
-    return out
-
-  monkeypatch.setattr(detection, "_fields", ordered)
-
-
 @pytest.mark.usefixtures("ordered_mock_boxes")
 @pytest.mark.parametrize("name,num_classes,image_size,max_boxes", [
     ("voc/2007", 20, 448, 64), ("voc/2007+2012", 20, 448, 64), ("coco/2017", 80, 416, 100)])

@@ -203,3 +203,26 @@ def test_config_trains_two_steps(tiny, tmp_path):
   assert summary["steps"] == 2 and 0.0 <= summary["eval"]["map"] <= 1.0
   assert 0.0 <= summary["eval"]["top1"] <= 1.0
   assert (tmp_path / "run" / "checkpoints" / "2").exists()
+
+
+@pytest.mark.usefixtures("ordered_mock_boxes")
+def test_mocked_voc_multilabel(tmp_path):
+  """voc_multilabel/2007 through the input pipeline on TFDS mock data: multi-hot of its objects."""
+  from jaxvision import data
+  c = ml_collections.ConfigDict(default_config().dataset.to_dict())
+  c.name, c.data_dir, c.image_size = "voc_multilabel/2007", str(tmp_path), 64
+  with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+    info = data.dataset_info(c)
+    train = next(data.train_batches(c, 4, seed=0))
+    evals = list(data.eval_batches(c, 4))
+    source = ml_collections.ConfigDict(c.to_dict())
+    source.name = "voc/2007"
+    objects = list(detection.eval_batches(source, 4))
+  assert info.name == "voc_multilabel/2007" and info.num_classes == 20
+  assert info.image_shape == (64, 64, 3) and info.num_eval == 6
+  assert set(train) == {"image", "labels"} and train["labels"].shape == (4, 20)
+  assert np.isin(train["labels"], (0, 1)).all()
+  for b, o in zip(evals, objects):
+    np.testing.assert_array_equal(b["labels"], multi_hot(o["classes"], o["valid"], 20))
+    np.testing.assert_array_equal(b["weight"], o["weight"])
+  assert sum(float(b["weight"].sum()) for b in evals) == 6
