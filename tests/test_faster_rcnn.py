@@ -458,22 +458,12 @@ def test_fit_trains_two_steps_and_evaluates(tiny_shapes, tmp_path):
 
 @pytest.mark.slow  # compiles a train and an eval step per config
 @pytest.mark.parametrize("name", ["faster_rcnn_voc", "faster_rcnn_coco"])
-def test_voc_and_coco_configs_train_on_mock_data(name, tmp_path, monkeypatch):
-  import tensorflow as tf
+@pytest.mark.usefixtures("ordered_mock_boxes")
+def test_voc_and_coco_configs_train_on_mock_data(name, tmp_path):
   import tensorflow_datasets as tfds
 
-  from jaxvision.data import detection
   from jaxvision.training.fit import fit
 
-  fields = detection._fields  # mock boxes come with unordered corners: order them
-
-  def ordered(ex, s):
-    out = fields(ex, s)
-    b = out["boxes"]
-    out["boxes"] = tf.concat([tf.minimum(b[:, :2], b[:, 2:]), tf.maximum(b[:, :2], b[:, 2:])], 1)
-    return out
-
-  monkeypatch.setattr(detection, "_fields", ordered)
   c = importlib.import_module(f"train.configs.{name}").get_config()
   c.model.options.update(TINY)  # the config's dataset and task; a tiny model and input
   c.dataset.data_dir, c.dataset.image_size = str(tmp_path / "data"), 32
