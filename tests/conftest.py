@@ -1,4 +1,5 @@
-"""Shared fixtures: the offline digits data (built once per test worker); TFDS mock boxes."""
+"""Shared fixtures: the offline digits data and tiny `shapes` builds (built once per test worker);
+TFDS mock boxes."""
 
 import pytest
 
@@ -13,6 +14,32 @@ def digits_dir(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("tfds")
   tfds.builder("digits", data_dir=str(data_dir)).download_and_prepare()
   return str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory):
+  """`build(config, name)`: prepares the `shapes` variant `config` (once per worker) and returns
+  (its data_dir, a detection spec `name` that reads it as `shapes_detection/64` reads shapes/64).
+  Register the spec in `jaxvision.data.detection.DATASETS` (monkeypatch) to read it by name."""
+  import dataclasses
+
+  import tensorflow_datasets as tfds
+
+  from jaxvision.data import detection
+  built = {}
+
+  def build(config, name: str):
+    if config.name not in built:
+      data_dir = str(tmp_path_factory.mktemp(f"tfds_{config.name}"))
+      tfds.builder("shapes", config=config, data_dir=data_dir).download_and_prepare()
+      built[config.name] = data_dir
+    source = f"shapes/{config.name}"
+    spec = dataclasses.replace(detection.DATASETS["shapes_detection/64"], name=name,
+                               train=((source, "train"),), eval=(source, "test"),
+                               image_size=config.image_size, offline_build=False)
+    return built[config.name], spec
+
+  return build
 
 
 @pytest.fixture

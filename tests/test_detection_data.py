@@ -17,20 +17,10 @@ from jaxvision.training.config import default_config
 TINY = ShapesConfig(name="detection_test", image_size=32, num_train=24, num_test=6, max_shapes=4)
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-  data_dir = tmp_path_factory.mktemp("tfds_shapes")
-  tfds.builder("shapes", config=TINY, data_dir=str(data_dir)).download_and_prepare()
-  return str(data_dir)
-
-
 @pytest.fixture
-def tiny(tiny_dir, monkeypatch):
+def tiny(tiny_shapes, monkeypatch):
   """Registers detection datasets over the tiny shapes build; returns a config factory."""
-  base = detection.DATASETS["shapes_detection/64"]
-  source = f"shapes/{TINY.name}"
-  spec = dataclasses.replace(base, name="tiny", train=((source, "train"),), eval=(source, "test"),
-                             image_size=32, offline_build=False)
+  tiny_dir, spec = tiny_shapes(TINY, "tiny")
   monkeypatch.setitem(detection.DATASETS, "tiny", spec)
   monkeypatch.setitem(detection.DATASETS, "tiny_one_box", dataclasses.replace(
       spec, name="tiny_one_box", max_boxes=1))

@@ -416,35 +416,25 @@ def test_train_and_eval_steps_pass_targets_and_a_sampling_rng():
 
 
 
-@pytest.fixture(scope="module")
-def tiny_shapes(tmp_path_factory):
-  """A dataset name over a tiny shapes build (32 x 32, 16 train / 4 test images)."""
-  import dataclasses
-
-  import tensorflow_datasets as tfds
-
+@pytest.fixture
+def rcnn_tiny(tiny_shapes, monkeypatch):
+  """The dataset name "rcnn_tiny" over a tiny shapes build (32 x 32, 16 train / 4 test images)."""
   from jaxvision.data import detection
   from jaxvision.data.builders.shapes import ShapesConfig
 
   config = ShapesConfig(name="rcnn_test", image_size=32, num_train=16, num_test=4, max_shapes=3)
-  data_dir = str(tmp_path_factory.mktemp("tfds_shapes"))
-  tfds.builder("shapes", config=config, data_dir=data_dir).download_and_prepare()
-  source = f"shapes/{config.name}"
-  spec = dataclasses.replace(detection.DATASETS["shapes_detection/64"], name="rcnn_tiny",
-                             train=((source, "train"),), eval=(source, "test"), image_size=32,
-                             offline_build=False)
-  detection.DATASETS["rcnn_tiny"] = spec
-  yield data_dir
-  del detection.DATASETS["rcnn_tiny"]
+  data_dir, spec = tiny_shapes(config, "rcnn_tiny")
+  monkeypatch.setitem(detection.DATASETS, "rcnn_tiny", spec)
+  return data_dir
 
 
 @pytest.mark.slow  # three compilations (train, eval, overlay predictions): 25-60 s
-def test_fit_trains_two_steps_and_evaluates(tiny_shapes, tmp_path):
+def test_fit_trains_two_steps_and_evaluates(rcnn_tiny, tmp_path):
   from jaxvision.training.fit import fit
 
   c = importlib.import_module("train.configs.faster_rcnn_shapes").get_config()
   c.model.options.update(TINY)
-  c.dataset.name, c.dataset.data_dir = "rcnn_tiny", tiny_shapes
+  c.dataset.name, c.dataset.data_dir = "rcnn_tiny", rcnn_tiny
   c.batch_size, c.eval_batch_size, c.num_train_steps = 4, 4, 2
   c.log_every_steps, c.plot = 1, False
   summary = fit(c, tmp_path, progress=False)

@@ -2,7 +2,6 @@
 scikit-learn (random and tie-heavy scores), image-level labels against the rendered objects, the
 task's checks and evaluation, and the config training two steps."""
 
-import dataclasses
 import importlib
 
 import jax
@@ -111,19 +110,10 @@ def test_top1():
 
 # ---- data ----
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-  data_dir = tmp_path_factory.mktemp("tfds_multilabel")
-  tfds.builder("shapes", config=TINY, data_dir=str(data_dir)).download_and_prepare()
-  return str(data_dir)
-
-
 @pytest.fixture
-def tiny(tiny_dir, monkeypatch):
+def tiny(tiny_shapes, monkeypatch):
   """`shapes_detection/64` and `shapes_multilabel/64` read the tiny build."""
-  source = f"shapes/{TINY.name}"
-  spec = dataclasses.replace(detection.DATASETS["shapes_detection/64"], train=((source, "train"),),
-                             eval=(source, "test"), image_size=32, offline_build=False)
+  tiny_dir, spec = tiny_shapes(TINY, "shapes_detection/64")
   monkeypatch.setitem(detection.DATASETS, "shapes_detection/64", spec)
   c = ml_collections.ConfigDict(default_config().dataset.to_dict())
   c.name, c.data_dir = "shapes_multilabel/64", tiny_dir

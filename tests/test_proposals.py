@@ -1,7 +1,6 @@
 """Region proposals: Selective Search boxes, its grouping arithmetic, recall at K on hand-made
 cases, the cached split proposals and the recall analysis on a tiny shapes build."""
 
-import dataclasses
 import types
 
 import numpy as np
@@ -189,19 +188,12 @@ def test_format_table():
 # The cached split proposals, on a tiny shapes build.
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  import tensorflow_datasets as tfds
-
+def tiny(tiny_shapes):
   from jaxvision.data import detection
   from jaxvision.data.builders.shapes import ShapesConfig
 
   config = ShapesConfig(name="proposals_test", image_size=32, num_train=3, num_test=4)
-  data_dir = str(tmp_path_factory.mktemp("tfds_shapes"))
-  tfds.builder("shapes", config=config, data_dir=data_dir).download_and_prepare()
-  source = f"shapes/{config.name}"
-  spec = dataclasses.replace(detection.DATASETS["shapes_detection/64"], name="tiny_proposals",
-                             train=((source, "train"),), eval=(source, "test"), image_size=32,
-                             offline_build=False)
+  data_dir, spec = tiny_shapes(config, "tiny_proposals")
   with pytest.MonkeyPatch.context() as m:
     m.setitem(detection.DATASETS, "tiny_proposals", spec)
     yield data_dir
