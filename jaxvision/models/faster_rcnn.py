@@ -240,6 +240,28 @@ def pixel_targets(targets, batch: int, image_hw) -> dict:
   return {"boxes": pixels, "classes": classes, "valid": valid.astype(bool)}
 
 
+def _check_thresholds(module: nn.Module, *names: str) -> None:
+  for name in names:
+    if not 0.0 <= getattr(module, name) <= 1.0:
+      raise ValueError(f"{name}: expected a value in [0, 1], got {getattr(module, name)!r}")
+
+
+def _check_below(module: nn.Module, low: str, high: str) -> None:
+  if getattr(module, low) > getattr(module, high):
+    raise ValueError(f"{low}: expected <= {high} ({getattr(module, high)}), got "
+                     f"{getattr(module, low)}")
+
+
+def check_head_options(module: nn.Module) -> None:
+  """The options every Fast R-CNN-style box head has: num_classes, the RoI sampling thresholds
+  and the NMS threshold (ValueError naming the option)."""
+  if module.num_classes < 1:
+    raise ValueError(f"num_classes: expected >= 1, got {module.num_classes}")
+  _check_thresholds(module, "roi_fg_iou", "roi_bg_iou", "roi_bg_iou_low", "roi_positive_fraction",
+                    "nms_threshold")
+  _check_below(module, "roi_bg_iou", "roi_fg_iou")
+
+
 def sample_rois_batch(module: nn.Module, keys, boxes, valid, gt: dict):
   """`sample_rois` over a batch with the module's `roi_*` settings: rois, labels, targets."""
   return jax.vmap(functools.partial(
@@ -397,20 +419,15 @@ class FasterRCNN(nn.Module):
     return roi_pool(features, rois, self.roi_output_size, spatial_scale)
 
   def _check_options(self, proposals):
-    if self.num_classes < 1:
-      raise ValueError(f"num_classes: expected >= 1, got {self.num_classes}")
+    check_head_options(self)
     if self.roi_pool not in ("align", "pool"):
       raise ValueError(f"roi_pool: expected 'align' or 'pool', got {self.roi_pool!r}")
     if not self.anchor_sizes or not self.aspect_ratios:
       raise ValueError("anchor_sizes, aspect_ratios: expected at least one of each, got "
                        f"{tuple(self.anchor_sizes)}, {tuple(self.aspect_ratios)}")
-    for name in ("rpn_fg_iou", "rpn_bg_iou", "roi_fg_iou", "roi_bg_iou", "roi_bg_iou_low",
-                 "rpn_positive_fraction", "roi_positive_fraction", "rpn_nms_threshold",
-                 "nms_threshold"):
-      if not 0.0 <= getattr(self, name) <= 1.0:
-        raise ValueError(f"{name}: expected a value in [0, 1], got {getattr(self, name)!r}")
-    if self.rpn_bg_iou > self.rpn_fg_iou or self.roi_bg_iou > self.roi_fg_iou:
-      raise ValueError("rpn_bg_iou, roi_bg_iou: a background threshold above the foreground one")
+    _check_thresholds(self, "rpn_fg_iou", "rpn_bg_iou", "rpn_positive_fraction",
+                      "rpn_nms_threshold")
+    _check_below(self, "rpn_bg_iou", "rpn_fg_iou")
     if proposals is not None and self.use_rpn:
       raise ValueError("proposals: Faster R-CNN makes its own; pass proposals to fast_rcnn")
 

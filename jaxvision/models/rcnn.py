@@ -36,17 +36,16 @@ to one invalid box.
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvision.models.faster_rcnn import (BoxHead, pixel_targets, postprocess_batch,
-                                          sample_rois_batch, sampling_key)
+from jaxvision.models.faster_rcnn import (BoxHead, check_head_options, pixel_targets,
+                                          postprocess_batch, sample_rois_batch, sampling_key)
 from jaxvision.models.registry import create_model, module_options, register_model
-from jaxvision.nn.checks import check_images
+from jaxvision.nn.checks import check_images, check_positive_int
 from jaxvision.ops.boxes import clip_xyxy
 from jaxvision.ops.roi import roi_align
 
@@ -78,22 +77,12 @@ def warp_regions(images, boxes, warp_size: int, context_padding: float = 0.0):
   Returns:
     [B, K, S, S, C].
   """
-  size = _positive_int(warp_size, "warp_size")
+  size = check_positive_int(warp_size, "warp_size")
   if not 0 <= context_padding < size / 2:
     raise ValueError(f"context_padding: expected a value in [0, warp_size / 2) = [0, {size / 2}), "
                      f"got {context_padding!r}")
   boxes = dilate_boxes(jnp.asarray(boxes, jnp.float32), size, context_padding)
   return roi_align(images, boxes, size, spatial_scale=1.0, sampling_ratio=1, aligned=True)
-
-
-def _positive_int(value, name: str) -> int:
-  try:
-    value = operator.index(value)
-  except TypeError:
-    value = 0
-  if value < 1:
-    raise ValueError(f"{name}: expected a positive int, got {value!r}")
-  return value
 
 
 def clean_proposals(proposals, proposal_valid, image_hw):
@@ -170,7 +159,7 @@ class RegionDetector(nn.Module):
   def __call__(self, x, *, train: bool, targets: dict | None = None, proposals=None,
                proposal_valid=None):
     check_images(x)
-    self._check_options()
+    check_head_options(self)
     check_proposals(proposals, proposal_valid, x.shape[0])
     if train and targets is None:
       raise ValueError("targets: training needs the batch's boxes, classes and valid "
@@ -191,17 +180,6 @@ class RegionDetector(nn.Module):
       logits, deltas = head(self.region_features(x, boxes, train))
       out["detections"] = postprocess_batch(self, logits, deltas, boxes, valid, image_hw)
     return out
-
-  def _check_options(self) -> None:
-    if self.num_classes < 1:
-      raise ValueError(f"num_classes: expected >= 1, got {self.num_classes}")
-    for name in ("roi_fg_iou", "roi_bg_iou", "roi_bg_iou_low", "roi_positive_fraction",
-                 "nms_threshold"):
-      if not 0.0 <= getattr(self, name) <= 1.0:
-        raise ValueError(f"{name}: expected a value in [0, 1], got {getattr(self, name)!r}")
-    if self.roi_bg_iou > self.roi_fg_iou:
-      raise ValueError(f"roi_bg_iou: expected <= roi_fg_iou ({self.roi_fg_iou}), got "
-                       f"{self.roi_bg_iou}")
 
 
 class RCNN(RegionDetector):

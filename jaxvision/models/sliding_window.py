@@ -29,7 +29,6 @@ import dataclasses
 import functools
 import math
 import numbers
-import operator
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -38,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision.models.fully_convolutional import fully_convolutional
+from jaxvision.nn.checks import check_positive_int
 from jaxvision.ops.nms import batched_nms
 from jaxvision.ops.roi import roi_align
 
@@ -82,16 +82,6 @@ class Scale:
     return np.stack([x, y, x + self.window, y + self.window], -1).astype(np.float32)
 
 
-def _positive_int(value, name: str) -> int:
-  try:
-    value = operator.index(value)
-  except TypeError:
-    value = -1
-  if value < 1:
-    raise ValueError(f"{name}: expected a positive int, got {value!r}")
-  return value
-
-
 def window_scales(image_size: Sequence[int], window_sizes: Sequence[float], input_size: int,
                   stride: int) -> tuple[Scale, ...]:
   """The window set (see the module doc) of an image (H, W), one `Scale` per window side.
@@ -102,8 +92,8 @@ def window_scales(image_size: Sequence[int], window_sizes: Sequence[float], inpu
   if (len(image_size) != 2 or
       not all(isinstance(s, numbers.Integral) and s >= 1 for s in image_size)):
     raise ValueError(f"image_size: expected (H, W) positive ints, got {tuple(image_size)!r}")
-  n = _positive_int(input_size, "input_size")
-  stride = _positive_int(stride, "stride")
+  n = check_positive_int(input_size, "input_size")
+  stride = check_positive_int(stride, "stride")
   sizes = tuple(window_sizes) if isinstance(window_sizes, (tuple, list)) else ()
   if not sizes or not all(isinstance(w, numbers.Real) and w > 0 for w in sizes):
     raise ValueError(f"window_sizes: expected a non-empty list of positive window sides (image "
@@ -164,7 +154,7 @@ def crop_logits(classify: Callable, image, scales: Sequence[Scale],
       out.append(classify(crops))
     else:
       out.append(jax.lax.map(lambda c: classify(c[None])[0], crops,
-                             batch_size=_positive_int(chunk_size, "chunk_size")))
+                             batch_size=check_positive_int(chunk_size, "chunk_size")))
   return jnp.concatenate(out)
 
 
@@ -255,7 +245,7 @@ def detections(logits, boxes, *, iou_threshold: float = 0.3, score_threshold: fl
                      f"{tuple(logits.shape)} and {tuple(boxes.shape)}")
   probs = jax.nn.softmax(logits.astype(jnp.float32), -1)[:, 1:]
   k, c = probs.shape
-  scores, top = jax.lax.top_k(probs.reshape(-1), min(k * c, _positive_int(pre_nms_top_k,
+  scores, top = jax.lax.top_k(probs.reshape(-1), min(k * c, check_positive_int(pre_nms_top_k,
                                                                           "pre_nms_top_k")))
   cand, classes = boxes[top // c], top % c
   keep, valid = batched_nms(cand, scores, classes, iou_threshold, max_detections, score_threshold)
@@ -276,7 +266,7 @@ class SlidingWindowDetector:
   """
 
   def __init__(self, model: nn.Module, variables: dict, input_size: int, channels: int = 3):
-    self.input_size = _positive_int(input_size, "input_size")
+    self.input_size = check_positive_int(input_size, "input_size")
     self.fcn, self.fcn_variables = fully_convolutional(model, variables,
                                                        (self.input_size, self.input_size, channels))
     self.classify = functools.partial(model.apply, variables, train=False)
@@ -314,4 +304,4 @@ class SlidingWindowDetector:
     if way not in ("crop", "fcn"):
       raise ValueError(f"way: expected 'crop' or 'fcn', got {way!r}")
     return self._jitted(image, scales, way, float(iou_threshold), float(score_threshold),
-                        _positive_int(max_detections, "max_detections"))
+                        check_positive_int(max_detections, "max_detections"))
