@@ -238,3 +238,17 @@ def test_analysis_prints_the_table_and_plots(tiny, tmp_path, capsys):
   assert "| IoU | recall@10 | recall@20 | recall@100 | recall@1000 |" in text
   assert "tiny_proposals train: 3 images" in text and "(measured now)" in text
   assert out.stat().st_size > 0
+
+
+def test_normalise_uses_the_dataset_statistics():
+  from jaxvision.data.detection import get_spec
+  from jaxvision.data.proposals import normalise
+  spec = get_spec("shapes_detection/64")
+  mean = np.round(255 * np.asarray(spec.mean)).astype(np.uint8)
+  images = np.stack([np.broadcast_to(mean, (2, 2, 3)), np.full((2, 2, 3), 255, np.uint8)])
+  out = normalise(images, "shapes_detection/64")
+  assert out.dtype == np.float32 and out.shape == (2, 2, 2, 3)
+  expected = [(mean / 255 - np.asarray(spec.mean)) / spec.std,
+              (1 - np.asarray(spec.mean)) / spec.std]
+  for image, pixel in zip(out, expected):
+    np.testing.assert_allclose(image, np.broadcast_to(pixel, (2, 2, 3)), rtol=1e-6, atol=1e-6)

@@ -76,14 +76,11 @@ class Split:
 def load_split(split: str, max_proposals: int, limit: int = 0) -> Split:
   """`split_proposals` of `split`, normalised with the dataset's statistics; proposals cut to
   the most any image has (the rest is padding); the first `limit` images (0: all)."""
-  from jaxvision.data.detection import get_spec  # TensorFlow on use only
-  from jaxvision.data.proposals import split_proposals
+  from jaxvision.data.proposals import normalise, split_proposals  # TensorFlow on use only
   d = split_proposals(DATASET, split=split, max_boxes=max_proposals)
   n = len(d["images"]) if limit <= 0 else min(limit, len(d["images"]))
-  spec = get_spec(DATASET)
   raw = np.asarray(d["images"][:n])
-  images = (raw.astype(np.float32) / 255.0 - np.asarray(spec.mean, np.float32)) / np.asarray(
-      spec.std, np.float32)
+  images = normalise(raw, DATASET)
   valid = np.asarray(d["proposal_valid"][:n], bool)
   k = max(1, int(valid.sum(1).max(initial=0)))
   return Split(images=images, raw=raw, boxes=np.asarray(d["boxes"][:n], np.float32),

@@ -219,12 +219,6 @@ def evaluate(scores, proposals, proposal_valid, data, num_classes: int, classes,
   return out
 
 
-def normalise(images, spec) -> np.ndarray:
-  """uint8 images [N, H, W, C] as the detection pipeline feeds them to the network."""
-  return ((images.astype(np.float32) / 255.0 - np.asarray(spec.mean)) /
-          np.asarray(spec.std)).astype(np.float32)
-
-
 def padded_proposals(data: dict, limit: int) -> tuple[np.ndarray, np.ndarray]:
   """The first `limit` ranked proposals per image; an image with none gets one dummy box
   (marked invalid) so every image keeps a fixed shape."""
@@ -278,7 +272,7 @@ def run(args) -> dict:
   if args.train_regions == "selective_search":
     data = proposals_lib.split_proposals(DATASET, "train", max_boxes=2000)
     data = {k: v[:args.train_images] if isinstance(v, np.ndarray) else v for k, v in data.items()}
-    train = {"image": normalise(data["images"], spec), "boxes": data["boxes"],
+    train = {"image": proposals_lib.normalise(data["images"], DATASET), "boxes": data["boxes"],
              "classes": data["classes"], "valid": data["gt_valid"]}
     regions, region_valid = proposal_regions(data)
   else:
@@ -320,7 +314,7 @@ def run(args) -> dict:
   n = args.test_images or len(test["images"])
   test = {k: v[:n] if isinstance(v, np.ndarray) else v for k, v in test.items()}
   boxes, valid = padded_proposals(test, args.proposals)
-  images = normalise(test["images"], spec)
+  images = proposals_lib.normalise(test["images"], DATASET)
   model_cls = create_model("resnet", num_classes=k_classes, **options)
 
   t2 = time.time()

@@ -68,6 +68,14 @@ def _examples(spec: detection.DetectionSpec, sources, data_dir) -> dict:
   return out
 
 
+def normalise(images, dataset_name: str) -> np.ndarray:
+  """uint8 images [N, H, W, C] (as `split_proposals` returns them) normalised with the dataset's
+  statistics, as the detection pipeline feeds them to the network: float32."""
+  spec = detection.get_spec(dataset_name)
+  return ((np.asarray(images).astype(np.float32) / 255.0 - np.asarray(spec.mean, np.float32))
+          / np.asarray(spec.std, np.float32))
+
+
 def cache_path(dataset_name: str, split: str, max_boxes: int, data_dir=None) -> pathlib.Path:
   """Where `split_proposals` keeps the proposals: the TFDS folder of the split's first source."""
   spec = detection.get_spec(dataset_name)
