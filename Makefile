@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m jaxvision.analysis.depth_study --config train/configs/depth_study.py --workdir runs/demo
+	$(BIN)/python -m jaxvision.analysis.depth_study --config depth_study --workdir runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

@@ -201,7 +201,7 @@ def bench_torch(args, params, batch) -> dict:
           f"threads)", "device": name, "step": step, "nfe": nfe}
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--only", choices=("jax", "torch", "both"), default="both")
   p.add_argument("--batch", type=int, default=128)
@@ -212,16 +212,23 @@ def main():
   p.add_argument("--adjoint", choices=tuple(TORCH_ADJOINT), default="recursive_checkpoint")
   p.add_argument("--lr", type=float, default=0.1)
   p.add_argument("--steps", type=int, default=10, help="timed steps after the first one")
-  args = p.parse_args()
+  return p
 
+
+def setting(args) -> str:
+  return (f"odenet_mnist batch={args.batch} size={args.size} solver={args.solver} "
+          + (f"tol={args.tol:g}" if args.solver == "dopri5" else f"dt={args.dt:g}")
+          + f" adjoint={args.adjoint}")
+
+
+def measure(args) -> list[dict]:
+  """Both frameworks' (or `args.only`'s) step on the same weights and batch: a dict each with
+  framework, device, first_s, median_s, nfe_fwd, nfe_bwd."""
   model = jax_model(args)
   params = jax.jit(lambda r: model.init(r, jnp.zeros((1, args.size, args.size, 1)), train=False))(
       jax.random.key(0))["params"]
   params = jax.tree.map(np.asarray, params)
   batch = synthetic_batch(args.batch, args.size)
-  setting = (f"odenet_mnist batch={args.batch} size={args.size} solver={args.solver} "
-             + (f"tol={args.tol:g}" if args.solver == "dopri5" else f"dt={args.dt:g}")
-             + f" adjoint={args.adjoint}")
   results = []
   if args.only in ("jax", "both"):
     results.append(bench_jax(args, params, batch))
@@ -231,8 +238,14 @@ def main():
   for r in results:
     if "nfe" in r:  # torch counts during its first step
       r["nfe_fwd"], r["nfe_bwd"] = float(r["nfe"]["fwd"]), float(r["nfe"]["bwd"])
+  return results
+
+
+def main():
+  args = parser().parse_args()
+  results = measure(args)
   for r in results:
-    print(f"{setting} | {r['framework']} on {r['device']}: first step {r['first_s']:.2f}s, "
+    print(f"{setting(args)} | {r['framework']} on {r['device']}: first step {r['first_s']:.2f}s, "
           f"step median {1e3 * r['median_s']:.1f} ms, NFE fwd {r['nfe_fwd']:.0f} / bwd "
           f"{r['nfe_bwd']:.0f}")
   print(f"load average (1, 5, 15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}")

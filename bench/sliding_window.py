@@ -30,7 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.cli import load  # noqa: E402
 from jaxvision.models import create_model  # noqa: E402
-from jaxvision.models.sliding_window import SlidingWindowDetector, crop_and_resize  # noqa: E402
+from jaxvision.models.sliding_window import SlidingWindowDetector  # noqa: E402
+from jaxvision.ops.crop import crop_and_resize  # noqa: E402
 
 # (window sides in pixels, stride in classifier-input pixels): more scales, smaller strides.
 WINDOW_SETS = (

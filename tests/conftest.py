@@ -6,10 +6,11 @@ import pytest
 
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory):
-  """A TFDS data_dir holding the prepared `digits` dataset."""
-  import tensorflow_datasets as tfds
+  """A TFDS data_dir holding the prepared `digits` dataset (skips where TFDS is not installed:
+  the core tests also run in .ci/run's venv of the oldest versions, which has no TensorFlow)."""
+  tfds = pytest.importorskip("tensorflow_datasets")
 
-  import jaxvision.data  # noqa: F401  (registers the builder, keeps TFDS offline)
+  import jaxvision.data.builders  # noqa: F401  (registers the builders, keeps TFDS offline)
 
   data_dir = tmp_path_factory.mktemp("tfds")
   tfds.builder("digits", data_dir=str(data_dir)).download_and_prepare()
@@ -23,7 +24,7 @@ def tiny_shapes(tmp_path_factory):
   Register the spec in `jaxvision.data.detection.DATASETS` (monkeypatch) to read it by name."""
   import dataclasses
 
-  import tensorflow_datasets as tfds
+  tfds = pytest.importorskip("tensorflow_datasets")
 
   from jaxvision.data import detection
   built = {}
@@ -42,13 +43,10 @@ def tiny_shapes(tmp_path_factory):
   return build
 
 
-@pytest.fixture
-def ordered_mock_boxes(monkeypatch):
-  """TFDS's mock data draws the four box coordinates independently: order them as real data is."""
+def order_mock_boxes(fields):
+  """`detection._fields` with each box's corners ordered: TFDS's mock data draws the four box
+  coordinates independently (also used by test_eight_devices' worker)."""
   import tensorflow as tf
-
-  from jaxvision.data import detection
-  fields = detection._fields
 
   def ordered(ex, s):
     out = fields(ex, s)
@@ -56,4 +54,11 @@ def ordered_mock_boxes(monkeypatch):
     out["boxes"] = tf.concat([tf.minimum(b[:, :2], b[:, 2:]), tf.maximum(b[:, :2], b[:, 2:])], 1)
     return out
 
-  monkeypatch.setattr(detection, "_fields", ordered)
+  return ordered
+
+
+@pytest.fixture
+def ordered_mock_boxes(monkeypatch):
+  """TFDS's mock data draws the four box coordinates independently: order them as real data is."""
+  from jaxvision.data import detection
+  monkeypatch.setattr(detection, "_fields", order_mock_boxes(detection._fields))

@@ -73,3 +73,30 @@ def test_bad_box_shape_is_named():
     ops.area(jnp.zeros((2, 3)))
   with pytest.raises(ValueError, match=r"b: expected boxes \[\.\.\., 4\], got shape \(5,\)"):
     ops.box_iou(jnp.zeros((1, 4)), jnp.zeros(5))
+
+
+@pytest.mark.parametrize("dtype,box,expected_area", [
+    (np.int8, [-50, -50, 50, 50], 10_000),        # side 100 overflows int8 (and so does 100 * 100)
+    (np.uint8, [0, 0, 200, 250], 50_000),
+    (np.int16, [-20_000, 0, 20_000, 1], 40_000),   # the side 40000 overflows int16
+    (np.float16, [0, 0, 300, 300], 90_000),        # past float16's largest value, 65504
+])
+def test_narrow_boxes_are_upcast_before_areas_and_ious(dtype, box, expected_area):
+  boxes = np.array([box], dtype)
+  a = ops.area(boxes)
+  assert int(a[0]) == expected_area
+  assert a.dtype == (jnp.float32 if dtype == np.float16 else jnp.int32)
+  half = np.array([[box[0], box[1], box[0] + (box[2] - box[0]) // 2, box[3]]], dtype)
+  # `half` is half of `box`: IoU 1/2, GIoU 1/2 (the hull is `box`); the same as in float32.
+  for f in (ops.box_iou, ops.generalized_box_iou):
+    np.testing.assert_allclose(f(boxes, half), f(boxes.astype(np.float32), half.astype(np.float32)))
+    np.testing.assert_allclose(f(boxes, half), [[0.5]], rtol=1e-6)
+  assert ops.box_iou(boxes, half).dtype == jnp.float32
+
+
+def test_nan_boxes_give_nan_areas_and_ious():
+  boxes = jnp.array([[0.0, 0.0, 2.0, 2.0], [0.0, np.nan, 2.0, 2.0]])
+  assert np.isnan(np.asarray(ops.area(boxes))).tolist() == [False, True]
+  iou = np.asarray(ops.box_iou(boxes, boxes))
+  assert np.isnan(iou).tolist() == [[False, True], [True, True]]
+  assert np.isnan(np.asarray(ops.generalized_box_iou(boxes, boxes)[1])).all()

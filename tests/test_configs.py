@@ -1,22 +1,41 @@
-"""Every config in train/configs loads, passes the config check, names a registered model, and
+"""Every config in jaxvision/configs loads, passes the config check, names a registered model, and
 (for the real datasets, through tfds.testing.mock_data) trains two steps end to end."""
 
 import importlib
-import pathlib
 
 import pytest
 import tensorflow_datasets as tfds
 
+from jaxvision import configs
 from jaxvision.models import create_model
 from jaxvision.training.config import check_config
 from jaxvision.training.fit import fit
 
-CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / "train" / "configs").glob("*.py")
-                 if p.stem != "__init__")
+CONFIGS = configs.names()
 
 
 def load(name):
-  return importlib.import_module(f"train.configs.{name}").get_config()
+  return importlib.import_module(f"jaxvision.configs.{name}").get_config()
+
+
+def test_a_config_is_named_by_its_file_name_or_given_as_a_file(tmp_path):
+  assert {"demo", "cifar10", "depth_study", "yolo_shapes"} <= set(CONFIGS)
+  assert "__init__" not in CONFIGS
+  demo = str(configs.FOLDER / "demo.py")
+  assert configs.path("demo") == configs.path("demo.py") == demo
+  assert configs.path("depth_study:mnist") == f"{configs.FOLDER / 'depth_study.py'}:mnist"
+  own = tmp_path / "mine.py"
+  own.write_text("")
+  assert configs.path(str(own)) == str(own) and configs.path(f"{own}:x") == f"{own}:x"
+  with pytest.raises(ValueError, match=r"^--config: got 'nope'; expected a config file or one "
+                                       r"of \['cifar10', 'cifar100', "):
+    configs.path("nope")
+  argv = ["prog", "--config", "demo", "--workdir", "w", "--config.batch_size=8"]
+  assert configs.resolve_argv(argv) == (["prog", "--config", demo, "--workdir", "w",
+                                         "--config.batch_size=8"], demo)
+  assert configs.resolve_argv(["prog", "--config=depth_study:mnist"]) == (
+      ["prog", f"--config={configs.FOLDER / 'depth_study.py'}:mnist"],
+      str(configs.FOLDER / "depth_study.py"))
 
 
 @pytest.mark.parametrize("name", CONFIGS)

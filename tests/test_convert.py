@@ -1,6 +1,8 @@
 """torchvision weights: the resnet18 fixture's logits, layouts, round trips and error listing."""
 
+import ast
 import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,8 @@ from safetensors.numpy import load_file, save_file
 from jaxvision.convert import (ConversionError, convertible_models, from_torchvision,
                                read_state_dict, to_torchvision)
 from jaxvision.models import create_model
+
+from fixtures.seeded_state_dict import seeded_images, seeded_state_dict
 
 FIXTURES = pathlib.Path(__file__).parents[2] / "shared" / "fixtures"
 RESNET18 = FIXTURES / "torchvision_resnet18.safetensors"
@@ -176,33 +180,34 @@ def test_safetensors_written_by_to_torchvision_load_back(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, from_torchvision("resnet18", tmp_path / "r18.safetensors"), v)
 
 
-def test_pth_files_load_with_torch(tmp_path):
-  torch = pytest.importorskip("torch")
-  state = {k: torch.from_numpy(np.asarray(a)) for k, a in load_file(str(RESNET18)).items()}
-  torch.save(state, tmp_path / "r18.pth")
-  jax.tree.map(np.testing.assert_array_equal, from_torchvision("resnet18", tmp_path / "r18.pth"),
-               from_torchvision("resnet18", RESNET18))
+def test_pth_files_without_torch_name_the_missing_package(tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "torch", None)  # as in CI: torch is not installed
+  (tmp_path / "r18.pth").write_bytes(b"")
+  with pytest.raises(ImportError, match=r"reading r18\.pth needs torch .*\.safetensors files need "
+                                        "no torch"):
+    from_torchvision("resnet18", tmp_path / "r18.pth")
 
 
-@pytest.mark.parametrize("name,options,sizes", [
-    ("alexnet", {}, (224, 100)), ("vgg11_bn", {}, (64, 75)),
-    ("googlenet", {"transform_input": True}, (224, 97)), ("resnet50", {}, (97,))])
-def test_outputs_match_torchvision(name, options, sizes):
-  torch = pytest.importorskip("torch")
-  torchvision = pytest.importorskip("torchvision")
-  torch.manual_seed(0)
-  extra = {"init_weights": True, "aux_logits": True} if name == "googlenet" else {}
-  tm = getattr(torchvision.models, name)(num_classes=7, **extra, **options).eval()
-  for m in tm.modules():  # non-trivial eval-mode BatchNorm
-    if isinstance(m, torch.nn.BatchNorm2d):
-      m.running_mean.normal_(0, 0.1)
-      m.running_var.uniform_(0.75, 1.25)
-      m.weight.data.uniform_(0.5, 1.5)
-  v = from_torchvision(name, tm.state_dict(), **options)  # googlenet: aux heads dropped
+# Logits of torchvision's models (eval mode) on seeded weights and images, written by
+# tests/fixtures/make_torchvision_fixtures.py with torch; the same weights are rebuilt here.
+ZOO = np.load(pathlib.Path(__file__).parent / "fixtures" / "torchvision_zoo.npz")
+
+
+@pytest.mark.parametrize("name,options", [
+    ("alexnet", {}), ("vgg11_bn", {}), ("googlenet", {"transform_input": True}), ("resnet50", {})])
+def test_outputs_match_torchvision(name, options):
+  shapes = {k: ast.literal_eval(str(s)) for k, s in zip(ZOO[f"{name}/keys"], ZOO[f"{name}/shapes"])}
+  ours = to_torchvision(name, zero_variables(name, num_classes=7, aux_logits=True)
+                        if name == "googlenet" else zero_variables(name, num_classes=7))
+  assert {k: v.shape for k, v in ours.items()} == shapes  # torchvision's names, shapes, order-free
+  state = seeded_state_dict(shapes)
+  v = from_torchvision(name, state, **options)  # googlenet: aux heads dropped
   model = create_model(name, num_classes=7, **options)
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  sizes = sorted(int(k.rsplit("_", 1)[1]) for k in ZOO.files if k.startswith(f"{name}/logits_"))
+  assert sizes
   for size in sizes:
-    x = np.random.RandomState(size).randn(2, 3, size, size).astype(np.float32)
-    with torch.no_grad():
-      ref = tm(torch.from_numpy(x)).numpy()
-    out = model.apply(v, x.transpose(0, 2, 3, 1), train=False)
+    ref = ZOO[f"{name}/logits_{size}"]
+    out = apply(v, seeded_images((2, 3, size, size)).transpose(0, 2, 3, 1))
+    assert np.abs(ref).max() > 0.1  # not a degenerate (all-zero) network
     np.testing.assert_allclose(out, ref, atol=1e-4 * max(1.0, np.abs(ref).max()), rtol=1e-4)

@@ -81,7 +81,8 @@ def test_digits_builder(digits_dir, tmp_path):
 
 def test_pipeline_prepares_digits_itself(tmp_path):
   info = data.dataset_info(_config(data_dir=str(tmp_path)))
-  assert info == data.DatasetInfo("digits", 10, (8, 8, 1), 1437, 360)
+  spec = data.get_spec("digits")
+  assert info == data.DatasetInfo("digits", 10, (8, 8, 1), 1437, 360, spec.mean, spec.std)
   assert tfds.builder("digits", data_dir=str(tmp_path)).is_prepared()
 
 
@@ -255,8 +256,74 @@ def test_unprepared_dataset_fails_without_network(tmp_path):
 
 
 def test_unknown_dataset_name():
-  with pytest.raises(ValueError, match=r"name.*'svhn'.*cifar10.*digits"):
+  # Every kind's names are offered.
+  with pytest.raises(ValueError, match=r"name.*'svhn'.*cifar10.*digits.*shapes_multilabel.*voc/2007"):
     data.dataset_info(_config(name="svhn"))
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("digits", "classification"), ("imagenet2012", "classification"),
+    ("shapes/64", "segmentation"), ("voc2012_segmentation", "segmentation"),
+    ("shapes_detection/64", "detection"), ("coco/2017", "detection"),
+    ("shapes_multilabel/64", "multilabel"), ("voc_multilabel/2007", "multilabel"),
+])
+def test_every_dataset_kind_goes_through_the_one_stream(name, kind):
+  from jaxvision.data import pipeline, stream
+  assert pipeline.kind_of(name) == kind
+  assert isinstance(pipeline.KINDS[kind], stream.Kind)
+
+
+def test_config_and_specs_import_without_tensorflow():
+  code = ("import sys, jaxvision.data.config as c, jaxvision.data as d; "
+          "c.default_dataset_config(); d.get_spec('digits'); d.DatasetInfo; "
+          "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tensorflow_datasets')]; "
+          "print(bad); sys.exit(1 if bad else 0)")
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+  assert r.returncode == 0, r.stdout + r.stderr
+  with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+    data.nope  # pylint: disable=pointless-statement
+
+
+def _data_imports(root: str = REPO) -> dict[str, set[str]]:
+  """Module of jaxvision.data -> the jaxvision modules it imports (anywhere in its code)."""
+  import ast
+  import pathlib
+  paths = list((pathlib.Path(root) / "jaxvision" / "data").rglob("*.py"))
+  name = lambda p: ".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+  modules = {name(p) for p in paths}
+  graph = {}
+  for path in paths:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jaxvision"):
+        # `from package import module` imports the module, `from module import name` the module.
+        found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules
+                  else node.module for a in node.names}
+      elif isinstance(node, ast.Import):
+        found |= {a.name for a in node.names if a.name.startswith("jaxvision")}
+    graph[name(path)] = found
+  return graph
+
+
+def test_data_imports_point_down_without_circles():
+  graph = _data_imports()
+  for module, imported in graph.items():
+    higher = [m for m in imported if m.split(".")[1] in ("models", "training", "analysis")]
+    assert not higher, f"{module} imports {higher}"
+  # No circle among the modules of jaxvision.data (depth-first search for a back edge).
+  state = {}
+
+  def visit(m, path):
+    state[m] = "open"
+    for n in graph.get(m, ()):
+      assert state.get(n) != "open", f"import circle: {' -> '.join(path + [n])}"
+      if n not in state:
+        visit(n, path + [n])
+    state[m] = "done"
+
+  for m in graph:
+    if m not in state:
+      visit(m, [m])
 
 
 def test_batch_size_must_split_over_processes(digits_dir, monkeypatch):

@@ -12,7 +12,7 @@ from jaxvision.analysis import depth_study
 from jaxvision.models import create_model
 from jaxvision.nn.ode import ODEOptions
 from jaxvision.training.config import check_config
-from train.configs.depth_study import get_config
+from jaxvision.configs.depth_study import get_config
 
 
 def test_the_sweep_covers_depths_sharing_and_ode_solvers():

@@ -4,15 +4,15 @@ determinism and resumption, too many boxes, and the VOC / COCO configs on mocked
 import dataclasses
 import logging
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxvision import data
 from jaxvision.data import detection
 from jaxvision.data.builders.shapes import ShapesConfig, render
-from jaxvision.training.config import default_config
+from jaxvision.data.config import default_dataset_config
 
 TINY = ShapesConfig(name="detection_test", image_size=32, num_train=24, num_test=6, max_shapes=4)
 
@@ -26,7 +26,7 @@ def tiny(tiny_shapes, monkeypatch):
       spec, name="tiny_one_box", max_boxes=1))
 
   def config(**kw):
-    c = ml_collections.ConfigDict(default_config().dataset.to_dict())
+    c = default_dataset_config()
     c.name, c.data_dir = "tiny", tiny_dir
     c.update(kw)
     return c
@@ -43,7 +43,7 @@ def image_key(boxes, classes):
 
 
 def test_eval_batches_hold_every_box_once_padded(tiny):
-  batches = list(detection.eval_batches(tiny(), global_batch_size=4))
+  batches = list(data.eval_batches(tiny(), global_batch_size=4))
   assert len(batches) == 2
   b = {k: np.concatenate([x[k] for x in batches]) for k in batches[0]}
   assert b["boxes"].shape == (8, 8, 4) and b["image"].shape == (8, 32, 32, 3)
@@ -62,7 +62,7 @@ def test_eval_batches_hold_every_box_once_padded(tiny):
 
 
 def test_training_without_augmentation_keeps_the_boxes(tiny):
-  batch = next(detection.train_batches(tiny(crop_padding=0, flip=False), 24, seed=0))
+  batch = next(data.train_batches(tiny(crop_padding=0, flip=False), 24, seed=0))
   assert set(batch) == {"image", "boxes", "classes", "valid"}
   seen = sorted(tuple(np.round(box, 5)) for box in batch["boxes"][batch["valid"]])
   expected = sorted(tuple(np.round(box, 5)) for _, _, b, _ in source("train", 24) for box in b)
@@ -71,17 +71,17 @@ def test_training_without_augmentation_keeps_the_boxes(tiny):
 
 def test_augmented_boxes_are_valid_and_runs_resume(tiny):
   config = tiny()
-  run = detection.train_batches(config, 8, seed=3)
+  run = data.train_batches(config, 8, seed=3)
   batches = [next(run) for _ in range(5)]
   for b in batches:
     boxes = b["boxes"][b["valid"]]
     assert boxes.min() >= 0 and boxes.max() <= 1
     assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
     assert not b["boxes"][~b["valid"]].any()
-  resumed = next(detection.train_batches(config, 8, seed=3, start_step=4))
+  resumed = next(data.train_batches(config, 8, seed=3, start_step=4))
   for k in resumed:
     np.testing.assert_array_equal(resumed[k], batches[4][k])
-  other = next(detection.train_batches(config, 8, seed=4))
+  other = next(data.train_batches(config, 8, seed=4))
   assert not np.array_equal(other["image"], batches[0]["image"])
 
 
@@ -120,11 +120,11 @@ def test_more_boxes_than_max_boxes_is_an_error_unless_dropped(tiny, caplog):
   counts = [len(labels) for _, _, _, labels in source("test", 6)]
   assert max(counts) > 1
   with pytest.raises(tf.errors.InvalidArgumentError, match="more boxes than max_boxes=1"):
-    list(detection.eval_batches(tiny(name="tiny_one_box"), global_batch_size=6))
+    list(data.eval_batches(tiny(name="tiny_one_box"), global_batch_size=6))
   c = tiny(name="tiny_one_box")
   c.drop_extra_boxes = True  # not a default config key yet: read when present
   with caplog.at_level(logging.WARNING):
-    (b,) = list(detection.eval_batches(c, global_batch_size=6))
+    (b,) = list(data.eval_batches(c, global_batch_size=6))
   assert b["boxes"].shape == (6, 1, 4) and b["valid"].all()
   assert f"dropped {sum(counts) - 6} boxes beyond max_boxes=1" in caplog.text
 
@@ -137,7 +137,7 @@ def test_training_box_sizes_for_kmeans(tiny):
 
 def test_bad_dataset_config_values(tiny):
   with pytest.raises(ValueError, match="crop_padding: tiny uses a random rescale .* got 4"):
-    detection.dataset_info(tiny(crop_padding=4))
+    data.dataset_info(tiny(crop_padding=4))
   with pytest.raises(ValueError, match="unknown detection dataset 'voc/2099'"):
     detection.get_spec("voc/2099")
 
@@ -146,12 +146,12 @@ def test_bad_dataset_config_values(tiny):
 @pytest.mark.parametrize("name,num_classes,image_size,max_boxes", [
     ("voc/2007", 20, 448, 64), ("voc/2007+2012", 20, 448, 64), ("coco/2017", 80, 416, 100)])
 def test_mocked_voc_and_coco(name, num_classes, image_size, max_boxes, tmp_path):
-  c = ml_collections.ConfigDict(default_config().dataset.to_dict())
+  c = default_dataset_config()
   c.name, c.data_dir, c.image_size = name, str(tmp_path), 64
   with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
-    info = detection.dataset_info(c)
-    train = next(detection.train_batches(c, 4, seed=0))
-    evals = list(detection.eval_batches(c, 4))
+    info = data.dataset_info(c)
+    train = next(data.train_batches(c, 4, seed=0))
+    evals = list(data.eval_batches(c, 4))
   assert info.num_classes == num_classes and info.image_shape == (64, 64, 3)
   assert info.num_eval == 6 and info.num_train == 6 * (2 if "+" in name else 1)
   assert detection.get_spec(name).image_size == image_size
@@ -169,6 +169,7 @@ def test_mocked_voc_and_coco(name, num_classes, image_size, max_boxes, tmp_path)
 def test_fit_trains_and_evaluates_a_yolo_end_to_end(tiny, tmp_path):
   import json
 
+  from jaxvision.training.config import default_config
   from jaxvision.training.fit import fit
 
   c = default_config()
@@ -202,7 +203,7 @@ def test_voc_and_coco_configs_train_on_mock_data(name, tmp_path):
 
   from jaxvision.training.fit import fit
 
-  c = importlib.import_module(f"train.configs.{name}").get_config()
+  c = importlib.import_module(f"jaxvision.configs.{name}").get_config()
   # The config's own dataset and task; a small backbone and input for compile time.
   c.model.options.backbone = "resnet"
   c.model.options.backbone_options = dict(stage_sizes=(1,), widths=(4,), stem="imagenet",

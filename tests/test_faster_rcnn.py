@@ -12,9 +12,9 @@ import pytest
 
 from jaxvision.losses import rcnn as L
 from jaxvision.models import create_model
-from jaxvision.models import faster_rcnn as F
+from jaxvision.models import roi_heads, rpn
 from jaxvision.ops import (BBOX_XFORM_CLIP, box_iou, cell_anchors, decode_boxes, encode_boxes,
-                           grid_anchors)
+                           grid_anchors, sample_balanced)
 from jaxvision.training.rcnn_task import RCNNDetection
 
 # --- anchors ---------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def test_box_coder_clamps_dw_dh_before_exp():
 # --- sampling --------------------------------------------------------------------------------
 
 
-sample = jax.jit(F.sample_balanced, static_argnums=(3, 4))
+sample = jax.jit(sample_balanced, static_argnums=(3, 4))
 
 
 @pytest.mark.parametrize("num_pos,num_neg,want_pos,want_neg", [
@@ -116,7 +116,7 @@ ANCHORS = grid_anchors((8, 8), 8, (12, 18, 26), (1.0,), 0.5)  # a 64 x 64 image 
 
 
 def test_rpn_targets_follow_the_paper():
-  targets_fn = jax.jit(functools.partial(F.rpn_targets, num_samples=32))
+  targets_fn = jax.jit(functools.partial(rpn.rpn_targets, num_samples=32))
   labels, targets = targets_fn(jax.random.key(0), ANCHORS, GT, GT_VALID)
   labels, targets = np.asarray(labels), np.asarray(targets)
   iou = np.asarray(box_iou(ANCHORS, GT[:2]))
@@ -137,7 +137,7 @@ def test_rpn_targets_follow_the_paper():
   assert (np.asarray(labels) == 1).sum() == 0 and (np.asarray(labels) == 0).sum() == 32
 
 
-sample_rois = jax.jit(F.sample_rois, static_argnames=("num_samples", "bg_iou_low"))
+sample_rois = jax.jit(roi_heads.sample_rois, static_argnames=("num_samples", "bg_iou_low"))
 
 
 def jittered(rs, box, count, scale):
@@ -159,7 +159,7 @@ def test_roi_sampling_takes_512_at_1_to_3():
   iou = np.asarray(box_iou(rois, GT[:2]))
   assert (iou[fg].max(1) >= 0.5).all() and (iou[~fg].max(1) < 0.5).all()
   np.testing.assert_array_equal(labels[fg], classes[np.argmax(iou[fg], 1)] + 1)
-  np.testing.assert_allclose(decode_boxes(targets[fg], rois[fg], F.BOX_WEIGHTS),
+  np.testing.assert_allclose(decode_boxes(targets[fg], rois[fg], roi_heads.BOX_WEIGHTS),
                              GT[np.argmax(iou[fg], 1)], atol=1e-3)
   # Few candidates: 5 proposals + 2 true boxes, the rest padding (-1, zero boxes).
   rois, labels, _ = sample_rois(jax.random.key(0), proposals[600:605], valid[:5], GT, classes,
@@ -389,7 +389,7 @@ def test_task_scores_perfect_detections():
   kwargs = task.model_kwargs({**batch, "proposals": np.zeros((2, 3, 4))}, train=True)
   assert sorted(kwargs) == ["proposal_valid", "proposals", "targets"]
   with pytest.raises(ValueError, match=r"model: the rcnn_detection task needs an R-CNN model "
-                                       r"\(faster_rcnn, fast_rcnn\), got YOLO"):
+                                       r"\(faster_rcnn, fast_rcnn, rcnn, sppnet\), got YOLO"):
     RCNNDetection(create_model("yolov2", num_classes=C), C)
 
 
@@ -432,7 +432,7 @@ def rcnn_tiny(tiny_shapes, monkeypatch):
 def test_fit_trains_two_steps_and_evaluates(rcnn_tiny, tmp_path):
   from jaxvision.training.fit import fit
 
-  c = importlib.import_module("train.configs.faster_rcnn_shapes").get_config()
+  c = importlib.import_module("jaxvision.configs.faster_rcnn_shapes").get_config()
   c.model.options.update(TINY)
   c.dataset.name, c.dataset.data_dir = "rcnn_tiny", rcnn_tiny
   c.batch_size, c.eval_batch_size, c.num_train_steps = 4, 4, 2
@@ -454,7 +454,7 @@ def test_voc_and_coco_configs_train_on_mock_data(name, tmp_path):
 
   from jaxvision.training.fit import fit
 
-  c = importlib.import_module(f"train.configs.{name}").get_config()
+  c = importlib.import_module(f"jaxvision.configs.{name}").get_config()
   c.model.options.update(TINY)  # the config's dataset and task; a tiny model and input
   c.dataset.data_dir, c.dataset.image_size = str(tmp_path / "data"), 32
   c.batch_size = c.eval_batch_size = 4

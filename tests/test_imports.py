@@ -7,7 +7,7 @@ import sys
 
 def test_core_packages_do_not_import_tensorflow():
   code = ("import sys, jaxvision.models, jaxvision.nn.residual, jaxvision.losses, "
-          "jaxvision.training.fit, jaxvision.training.parallel, jaxvision.analysis.plots, "
+          "jaxvision.training.fit, jaxvision.training.parallel, jaxvision.plots.curves, "
           "jaxvision.analysis.detection_walk, jaxvision.analysis.lsda, "
           "jaxvision.analysis.sliding_window_shapes, jaxvision.analysis.proposal_recall; "
           "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tensorflow_datasets')]; "

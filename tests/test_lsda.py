@@ -78,10 +78,10 @@ def test_check_split_errors(boxed, label_only, message):
     check_split(NAMES, boxed, label_only)
 
 
-# ---- the analysis' region helpers (jaxvision.analysis.lsda) ----
+# ---- the analysis' region helpers (jaxvision.analysis.lsda_regions) ----
 
 def test_training_regions_and_sampling():
-  from jaxvision.analysis.lsda import sample_batch, training_regions
+  from jaxvision.analysis.lsda_regions import sample_batch, training_regions
   from jaxvision.ops import box_iou
   gt = np.array([[[10, 10, 30, 30], [0, 0, 0, 0]], [[0, 0, 0, 0], [0, 0, 0, 0]]], np.float32)
   valid = np.array([[True, False], [False, False]])
@@ -104,7 +104,7 @@ def test_training_regions_and_sampling():
 
 
 def test_proposal_regions_and_padding_never_sampled():
-  from jaxvision.analysis.lsda import proposal_regions, sample_batch
+  from jaxvision.analysis.lsda_regions import proposal_regions, sample_batch
   data = {"boxes": np.array([[[10, 10, 30, 30], [0, 0, 0, 0]]], np.float32),
           "gt_valid": np.array([[True, False]]),
           "proposals": np.array([[[12, 10, 30, 30], [40, 40, 60, 60], [0, 0, 0, 0]]], np.float32),
@@ -121,7 +121,7 @@ def test_proposal_regions_and_padding_never_sampled():
 
 
 def test_evaluate_ranks_proposals_by_class():
-  from jaxvision.analysis.lsda import evaluate
+  from jaxvision.analysis.lsda_regions import evaluate
   proposals = np.array([[[10, 10, 30, 30], [40, 40, 60, 60], [0, 0, 5, 5]]], np.float32)
   data = {"boxes": np.array([[[10, 10, 30, 30], [40, 40, 60, 60]]], np.float32),
           "classes": np.array([[0, 1]]), "gt_valid": np.array([[True, True]]),
@@ -133,3 +133,35 @@ def test_evaluate_ranks_proposals_by_class():
   # An invalid proposal is never a detection: the object it covered is missed.
   ap = evaluate(scores, proposals, np.array([[False, True, True]]), data, 2, [0])
   assert ap[0] == 0.0 and np.isnan(ap[1])
+
+
+def test_region_labels_renumber_the_detectors_classes():
+  from jaxvision.analysis.lsda_regions import region_labels
+  data = {"boxes": np.array([[[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]], np.float32),
+          "classes": np.array([[0, 1, 2]]), "valid": np.array([[True, True, True]])}
+  regions = np.array([[[0, 0, 10, 10], [21, 20, 30, 30], [40, 40, 50, 50], [0, 0, 64, 64],
+                       [40, 40, 50, 50]]], np.float32)
+  valid = np.array([[True, True, True, True, False]])
+  # A detector of classes (2, 0): class 2 is label 1, class 0 label 2; class 1 is background.
+  np.testing.assert_array_equal(region_labels(regions, valid, data, (2, 0)), [[2, 0, 1, 0, -1]])
+  np.testing.assert_array_equal(region_labels(regions, valid, data, range(3)), [[1, 2, 3, 0, -1]])
+
+
+def test_region_batches_are_warped_crops_pure_in_the_step():
+  from jaxvision.analysis.lsda_regions import crop_batch, region_batches
+  images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3)).astype(np.uint8)
+  regions = np.tile(np.array([[0, 0, 16, 16], [0, 0, 8, 8], [8, 8, 16, 16]], np.float32), (3, 1, 1))
+  labels = np.array([[1, 0, 0], [0, 2, 0], [0, 0, -1]])
+  source = region_batches(images, regions, labels, crop=4, batch_images=2, per_image=4,
+                          num_outputs=3, seed=0)
+  later = next(source(7))
+  stream = source(6)
+  next(stream)
+  for k, v in next(stream).items():  # step 7 whichever step the stream started at
+    np.testing.assert_array_equal(v, later[k])
+  assert later["image"].shape == (8, 4, 4, 3) and later["image"].dtype == np.float32
+  assert set(later["label"].tolist()) <= {0, 1, 2}  # class 1 -> 0, 2 -> 1, background -> 2
+  # The whole image warped to 16 x 16 is the image itself (raw pixels, aligned sampling).
+  whole = crop_batch(images[:1], regions[:1, :1], labels[:1, :1], 16, 3)
+  np.testing.assert_allclose(whole["image"][0], images[0], atol=1e-3)
+  assert whole["label"].tolist() == [0]

@@ -12,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 from sklearn.metrics import average_precision_score
 
+from jaxvision import data
 from jaxvision.data import detection, multilabel
 from jaxvision.data.builders.shapes import ShapesConfig, render
 from jaxvision.losses.multilabel import multi_hot, sigmoid_cross_entropy
@@ -126,13 +127,13 @@ def rendered_labels(split, count):
 
 
 def test_eval_labels_agree_with_the_objects(tiny):
-  batches = list(multilabel.eval_batches(tiny, global_batch_size=4))
+  batches = list(data.eval_batches(tiny, global_batch_size=4))
   b = {k: np.concatenate([x[k] for x in batches]) for k in batches[0]}
   assert set(b) == {"image", "labels", "weight"} and b["labels"].shape == (8, 3)
   real = b["labels"][b["weight"] > 0]
   # TFDS stores examples in its own order: compare as sorted lists.
   assert sorted(tuple(r.astype(int)) for r in real) == rendered_labels("test", 6)
-  info = multilabel.dataset_info(tiny)
+  info = data.dataset_info(tiny)
   assert (info.name, info.num_classes, info.num_train, info.num_eval) == \
       ("shapes_multilabel/64", 3, 16, 6)
 
@@ -140,10 +141,10 @@ def test_eval_labels_agree_with_the_objects(tiny):
 def test_train_labels_agree_with_the_objects(tiny):
   unaugmented = tiny.copy_and_resolve_references()
   unaugmented.crop_padding, unaugmented.flip = 0, False
-  batch = next(multilabel.train_batches(unaugmented, 16, seed=0))
+  batch = next(data.train_batches(unaugmented, 16, seed=0))
   assert sorted(tuple(r.astype(int)) for r in batch["labels"]) == rendered_labels("train", 16)
   with pytest.raises(ValueError, match="dataset name: unknown multi-label dataset"):
-    multilabel.dataset_info(ml_collections.ConfigDict({"name": "nope"}))
+    multilabel.settings(ml_collections.ConfigDict({"name": "nope"}))
 
 
 # ---- task ----
@@ -185,7 +186,7 @@ def test_task_checks_the_batch():
 @pytest.mark.slow  # compiles a train and an eval step: 20-65 s on the shared 2-core CPU
 def test_config_trains_two_steps(tiny, tmp_path):
   from jaxvision.training.fit import fit
-  c = importlib.import_module("train.configs.multilabel_shapes").get_config()
+  c = importlib.import_module("jaxvision.configs.multilabel_shapes").get_config()
   c.dataset.data_dir = tiny.data_dir
   c.model.options = dict(c.model.options, widths=(8, 8, 8, 8), stem_width=8)
   c.batch_size, c.eval_batch_size, c.num_train_steps, c.plot = 4, 4, 2, False
@@ -198,7 +199,6 @@ def test_config_trains_two_steps(tiny, tmp_path):
 @pytest.mark.usefixtures("ordered_mock_boxes")
 def test_mocked_voc_multilabel(tmp_path):
   """voc_multilabel/2007 through the input pipeline on TFDS mock data: multi-hot of its objects."""
-  from jaxvision import data
   c = ml_collections.ConfigDict(default_config().dataset.to_dict())
   c.name, c.data_dir, c.image_size = "voc_multilabel/2007", str(tmp_path), 64
   with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
@@ -207,7 +207,7 @@ def test_mocked_voc_multilabel(tmp_path):
     evals = list(data.eval_batches(c, 4))
     source = ml_collections.ConfigDict(c.to_dict())
     source.name = "voc/2007"
-    objects = list(detection.eval_batches(source, 4))
+    objects = list(data.eval_batches(source, 4))
   assert info.name == "voc_multilabel/2007" and info.num_classes == 20
   assert info.image_shape == (64, 64, 3) and info.num_eval == 6
   assert set(train) == {"image", "labels"} and train["labels"].shape == (4, 20)

@@ -144,3 +144,26 @@ def test_empty_input_and_bad_arguments():
     nms(jnp.zeros((2, 4)), jnp.zeros(2), 0.5, -1)
   with pytest.raises(ValueError, match=r"classes: expected shape \(2,\) to match scores"):
     batched_nms(jnp.zeros((2, 4)), jnp.zeros(2), jnp.zeros(3, jnp.int32), 0.5, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.float16])
+def test_narrow_boxes_are_upcast_and_suppress_as_in_float32(dtype):
+  # Sides of 100-120 overflow int8 / uint8 areas, and float16 areas (14400 * 100 > 65504 after
+  # the 10x scale below); at 0.5 the float32 result suppresses 1 (IoU 0.83) and keeps 2.
+  scale = 10 if dtype in (np.int16, np.float16) else 1
+  boxes = np.array([[0, 0, 120, 120], [0, 0, 120, 100], [0, 60, 120, 120]]) * scale
+  if dtype == np.int8:
+    boxes = boxes - 60  # into int8's range, same IoUs
+  scores = np.array([0.9, 0.8, 0.7], np.float32)
+  expected = reference_nms(boxes.astype(np.float32), scores, 0.5)
+  assert expected == [0, 2]
+  assert kept(*nms(boxes.astype(dtype), scores, 0.5, 3)) == expected
+  classes = np.array([0, 1, 1])  # 1 and 2 (IoU 1/3) are both kept in class 1
+  assert sorted(kept(*batched_nms(boxes.astype(dtype), scores, classes, 0.5, 3))) == [0, 1, 2]
+
+
+def test_nan_boxes_neither_suppress_nor_are_suppressed_and_nan_scores_are_dropped():
+  boxes = jnp.array([[0, 0, 10, 10], [0, 0, 10, 10], [np.nan, 0, 10, 10], [1, 1, 9, 9]],
+                    jnp.float32)
+  scores = jnp.array([0.9, 0.8, 0.95, np.nan])
+  assert kept(*nms(boxes, scores, 0.5, 4)) == [2, 0]

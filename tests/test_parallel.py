@@ -1,4 +1,5 @@
-"""jit-with-NamedSharding and pmap steps equal a single-device step (8 host CPU devices)."""
+"""jit-with-NamedSharding and pmap steps equal a single-device step (8 host CPU devices); the
+public steps refuse bad host batches."""
 
 import json
 import os
@@ -6,7 +7,11 @@ import pathlib
 import subprocess
 import sys
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
+
+from jaxvision.training import parallel, tasks
 
 HERE = pathlib.Path(__file__).parent
 
@@ -34,3 +39,52 @@ def test_pmap_without_axis_name_keeps_per_device_batch_stats(diffs):
 @pytest.mark.parametrize("kind", ["jit", "pmap"])
 def test_batch_that_does_not_divide_across_devices_is_refused(diffs, kind):
   assert "batch: 12 examples per host do not divide across 8 local devices" in diffs[f"{kind}_indivisible"]
+
+
+GOOD = {"image": np.zeros((4, 8, 8, 1), np.float32), "label": np.array([0, 1, 2, 4], np.int32)}
+MISSING = object()
+
+
+@pytest.mark.parametrize("kind", parallel.KINDS)
+@pytest.mark.parametrize("known,change,err,match", [
+    # Nothing known about the model: the labels' dtype, size and sign, the image's rank and dtype.
+    ({}, {"label": np.array([0, 1, -1, 2], np.int32)}, ValueError,
+     r"batch\['label'\]: expected class ids >= 0, got values in \[-1, 2\]"),
+    ({}, {"label": np.array([0, 1, 1, 2], np.float32)}, TypeError,
+     r"batch\['label'\]: expected integer class ids, got dtype float32"),
+    ({}, {"label": jnp.zeros(4, jnp.float32)}, TypeError,  # on the device: dtype only
+     r"batch\['label'\]: expected integer class ids, got dtype float32"),
+    ({}, {"label": np.zeros(3, np.int32)}, ValueError,
+     r"batch\['label'\]: expected the batch's 4 rows first, got shape \(3,\)"),
+    ({}, {"label": MISSING}, ValueError, r"batch: missing \['label'\]"),
+    ({}, {"image": np.zeros((4, 8, 8), np.float32)}, ValueError,
+     r"batch\['image'\]: expected rank 4 \[B, H, W, C\], got shape \(4, 8, 8\)"),
+    ({}, {"image": np.zeros((4, 8, 8, 1), np.int32)}, TypeError,
+     r"batch\['image'\]: expected a floating-point or uint8 dtype, got int32"),
+    # Given the classes (and the image shape): the task's own check, as fit runs it.
+    ({"num_classes": 5}, {"label": np.array([0, 1, 5, 2], np.int32)}, ValueError,
+     r"batch\['label'\]: expected class ids in \[0, 5\), got values in \[0, 5\]"),
+    ({"num_classes": 5, "image_shape": (8, 8, 1)}, {"image": np.zeros((4, 8, 8, 3), np.float32)},
+     ValueError, r"batch\['image'\]: expected 1 channels \(shape \[B, 8, 8, 1\]\), got shape"),
+])
+def test_public_step_refuses_bad_host_batches_before_any_compute(kind, known, change, err, match):
+  dp = parallel.data_parallel(kind, **known)
+  dp.put_batch(GOOD)  # the good batch passes
+  bad = {k: v for k, v in {**GOOD, **change}.items() if v is not MISSING}
+  # No state: a batch that got past the check would fail in the step with another error.
+  for step in (lambda b: dp.train_step(None, b, None), lambda b: dp.eval_step(None, b)):
+    with pytest.raises(err, match=match):
+      step(bad)
+
+
+@pytest.mark.parametrize("known,mask,match", [
+    ({}, [-1, 0, 1, 255], r"batch\['mask'\]: expected class ids >= 0, got values in \[-1, 255\]"),
+    ({"num_classes": 3}, [0, 3, 1, 255], r"batch\['mask'\]: expected labels in \[0, 3\) or 255"),
+])
+def test_public_step_checks_the_tasks_batches(known, mask, match):
+  dp = parallel.data_parallel("jit", tasks.Segmentation(), **known)
+  image = np.zeros((4, 2, 2, 1), np.float32)
+  masks = np.broadcast_to(np.array(mask, np.int32)[:, None, None], (4, 2, 2))
+  dp.put_batch({"image": image, "mask": np.zeros((4, 2, 2), np.int32) + 255})  # ignore only: fine
+  with pytest.raises(ValueError, match=match):
+    dp.train_step(None, {"image": image, "mask": masks}, None)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from jaxvision.losses import rcnn as L
-from jaxvision.models import create_model
+from jaxvision.models import create_model, model_options
 from jaxvision.models import rcnn as R
-from jaxvision.models.faster_rcnn import BOX_WEIGHTS
+from jaxvision.models.roi_heads import BOX_WEIGHTS
 from jaxvision.ops import decode_boxes, encode_boxes
 from jaxvision.ops.spp import project_windows, spatial_pyramid_pool
 
@@ -256,6 +256,21 @@ def test_bad_proposal_arguments_are_named():
     model.apply(variables, _X, train=True, proposals=_PROPOSALS)
 
 
+def test_roi_head_options_are_declared_once_with_each_detectors_defaults():
+  from jaxvision.models.faster_rcnn import FasterRCNN
+  from jaxvision.models.registry import module_options
+  from jaxvision.models.roi_heads import RoIDetector
+  shared = module_options(RoIDetector)
+  assert {"backbone", "num_classes", "roi_fg_iou", "max_detections", "box_smooth_l1_beta"} <= shared
+  for name in ("faster_rcnn", "fast_rcnn", "rcnn", "sppnet"):
+    model = create_model(name, num_classes=3, **_BACKBONE)
+    assert isinstance(model, RoIDetector)
+    assert shared - {"backbone"} <= set(model_options(name))
+  assert create_model("faster_rcnn", num_classes=3).roi_batch_size == 512  # torchvision's
+  assert create_model("rcnn", num_classes=3).roi_batch_size == 128  # the paper's mini-batch
+  assert FasterRCNN(backbone=None, num_classes=3, roi_batch_size=64).roi_batch_size == 64
+
+
 # --- the walk's helpers ----------------------------------------------------------------------
 
 
@@ -269,9 +284,79 @@ def test_walk_flips_boxes_and_formats_the_table():
              test_proposals_cap=None)
   meta = dict(dataset="d", train_images=8, test_images=4, steps=3, batch_size=2, rois_per_image=5,
               ss_ms=100.0, ss_images=4, test_padded_proposals=7, eval_batch_size=2, device="cpu",
-              wall_s=1.0)
+              load=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], wall_s=1.0)
   table = W.markdown_table([row, {**row, "method": "Faster R-CNN", "ss_s_per_image": 0.0,
                                   "test_s_per_image": 0.2}], meta)
   lines = table.splitlines()
   assert lines[2] == "| R-CNN | 0.500 / 0.250 | 12 | 300.0 (100.0 + 200.0) | 100 |"
   assert lines[3] == "| Faster R-CNN | 0.500 / 0.250 | 12 | 200.0 (0 + 200.0) | 100 |"
+  assert "load average (1, 5, 15 min) [1.0, 2.0, 3.0] at the start, [4.0, 5.0, 6.0]" in table
+
+
+def _walk_split(n=6, size=32, k=5, seed=0):
+  """A tiny in-memory split: one box per image, its proposals the box and shifted copies."""
+  from jaxvision.analysis import detection_walk as W
+  rng = np.random.default_rng(seed)
+  corner = rng.uniform(0, size / 2, (n, 1, 2))
+  boxes = np.concatenate([corner, corner + size / 3], -1).astype(np.float32)
+  shifts = np.concatenate([np.zeros((1, 2)), rng.uniform(-4, 4, (k - 1, 2))])
+  proposals = (boxes + np.tile(shifts, 2)[None]).clip(0, size).astype(np.float32)
+  raw = rng.integers(0, 256, (n, size, size, 3)).astype(np.uint8)
+  return W.Split(images=(raw / 255 - 0.5).astype(np.float32), raw=raw, boxes=boxes,
+                 classes=rng.integers(0, 3, (n, 1)).astype(np.int32),
+                 gt_valid=np.ones((n, 1), bool), difficult=np.zeros((n, 1), bool),
+                 proposals=proposals, proposal_valid=np.arange(k) < np.array([[k], [2]] * (n // 2)))
+
+
+def test_walk_batches_are_task_batches_and_pure_in_the_step():
+  from jaxvision.analysis import detection_walk as W
+  from jaxvision.training import config as config_lib
+  from jaxvision.training.rcnn_task import RCNNDetection
+
+  data = _walk_split()
+  args = W.parse_args(["--batch-size", "4"])
+  source = W.training_batches(data, args, uses_proposals=True)
+  later = next(source(5))
+  stream = source(3)
+  next(stream), next(stream)
+  for k, v in next(stream).items():  # step 5 is the same whichever step the stream started at
+    np.testing.assert_array_equal(v, later[k])
+  model = create_model("rcnn", num_classes=3, representation_size=8, warp_size=8, **_BACKBONE)
+  RCNNDetection(model, 3).check_batch(later, image_shape=(32, 32, 3), num_classes=3)
+  # A flipped image comes with its boxes and proposals flipped, normalised (ymin, xmin, ...).
+  batch = W.detection_batch(data, np.arange(2), None, uses_proposals=True, max_proposals=3)
+  assert batch["proposals"].shape == (2, 3, 4) and batch["proposal_valid"].shape == (2, 3)
+  np.testing.assert_allclose(batch["boxes"][0, 0], data.boxes[0, 0, [1, 0, 3, 2]] / 32)
+  assert "proposals" not in W.detection_batch(data, np.arange(2), None, uses_proposals=False)
+  for method in W.METHODS:  # every method's run config passes the checks build_run makes
+    config = W.walk_config(method, args, steps_per_epoch=312)
+    config_lib.check_config(config)
+    assert config.task == "rcnn_detection" and config.num_train_steps == args.steps
+
+
+@pytest.mark.slow  # compiles R-CNN's train, eval and timed forward steps: 30-60 s
+def test_walk_trains_rcnn_through_the_builder_and_fits_loop(tiny_shapes, monkeypatch, tmp_path):
+  import json
+
+  from jaxvision.analysis import detection_walk as W
+  from jaxvision.data import detection
+  from jaxvision.data.builders.shapes import ShapesConfig
+
+  config = ShapesConfig(name="walk_test", image_size=32, num_train=16, num_test=4, max_shapes=3)
+  data_dir, spec = tiny_shapes(config, "walk_tiny")
+  monkeypatch.setitem(detection.DATASETS, "walk_tiny", spec)
+  monkeypatch.setattr(W, "DATASET", "walk_tiny")
+  args = W.parse_args(["--steps", "2", "--batch-size", "2", "--eval-batch-size", "4",
+                       "--rois-per-image", "8", "--warp-size", "16", "--context-padding", "1",
+                       "--data-dir", data_dir, "--out-dir", str(tmp_path)])
+  r = W.train_and_evaluate("R-CNN", _walk_split(), _walk_split(n=4, seed=1), args,
+                           steps_per_epoch=8)
+  assert 0.0 <= r["map_voc07"] <= 1.0 and np.isfinite(r["eval_loss"])
+  assert 0 < r["train_s"] and r["net_s_per_image"] > 0
+  assert r["proposals_per_image"] == pytest.approx((5 + 2) / 2)  # the valid ones
+  workdir = tmp_path / "runs" / "rcnn"
+  logs = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  train = [m for m in logs if m["split"] == "train"]
+  assert [m["step"] for m in train] == [2] and "loss_objectness" not in train[0]
+  assert np.isfinite(train[0]["loss_classifier"])
+  assert (workdir / "checkpoints").is_dir()

@@ -52,12 +52,11 @@ def wait_for_checkpoint_after(proc, workdir, step, timeout=120):
 
 
 def assert_keeps_last_and_best(workdir):
-  """The last 3 checkpoints are kept, and the best by eval accuracy separately."""
-  assert saved_steps(workdir) == [16, 20, 24]
+  """The last 3 checkpoints are kept, and the best by eval accuracy besides them."""
   evals = [r for r in read_metrics(workdir / "metrics.jsonl") if r["split"] == "eval"]
   assert [r["step"] for r in evals] == [12, 24]
   best = max(evals, key=lambda r: r["accuracy"])["step"]
-  assert [p.name for p in (workdir / "best").iterdir() if p.name.isdigit()] == [str(best)]
+  assert saved_steps(workdir) == sorted({16, 20, 24, best})
 
 
 def final_params(workdir):

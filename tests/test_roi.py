@@ -1,9 +1,8 @@
 """RoIAlign and RoI pooling: hand-computed cases (borders, aligned both ways, adaptive and fixed
-sampling, roi_pool's rounding) and a line-by-line numpy transcription of torchvision's CPU
-kernels on random boxes."""
+sampling, roi_pool's rounding and float32 bin edges, gradients at ties) and memory that grows with
+RoIs x bins x C. Comparisons with torchvision itself: tests/test_torchvision_ops.py."""
 
 import functools
-import math
 
 import jax
 import numpy as np
@@ -82,55 +81,6 @@ def test_roi_align_is_batched_per_image_and_per_channel():
                              rtol=1e-6)
 
 
-# Line-by-line transcription of torchvision/csrc/ops/cpu/roi_align_kernel.cpp (forward).
-
-
-def _bilinear(f, y, x):
-  height, width = f.shape[:2]
-  if y < -1.0 or y > height or x < -1.0 or x > width:
-    return np.zeros(f.shape[2:])
-  y, x = max(y, 0.0), max(x, 0.0)
-  y_low, x_low = int(y), int(x)
-  if y_low >= height - 1:
-    y_high = y_low = height - 1
-    y = float(y_low)
-  else:
-    y_high = y_low + 1
-  if x_low >= width - 1:
-    x_high = x_low = width - 1
-    x = float(x_low)
-  else:
-    x_high = x_low + 1
-  ly, lx = y - y_low, x - x_low
-  hy, hx = 1.0 - ly, 1.0 - lx
-  return (hy * hx * f[y_low, x_low] + hy * lx * f[y_low, x_high] + ly * hx * f[y_high, x_low] +
-          ly * lx * f[y_high, x_high])
-
-
-def reference_roi_align(f, boxes, out_hw, scale, sampling_ratio, aligned):
-  out = np.zeros((len(boxes), *out_hw, f.shape[-1]))
-  offset = 0.5 if aligned else 0.0
-  for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float64)):
-    start_w, start_h = x1 * scale - offset, y1 * scale - offset
-    roi_w, roi_h = x2 * scale - offset - start_w, y2 * scale - offset - start_h
-    if not aligned:
-      roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
-    bin_h, bin_w = roi_h / out_hw[0], roi_w / out_hw[1]
-    grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / out_hw[0])
-    grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / out_hw[1])
-    count = max(grid_h * grid_w, 1)
-    for ph in range(out_hw[0]):
-      for pw in range(out_hw[1]):
-        total = 0.0
-        for iy in range(grid_h):
-          y = start_h + ph * bin_h + (iy + 0.5) * bin_h / grid_h
-          for ix in range(grid_w):
-            x = start_w + pw * bin_w + (ix + 0.5) * bin_w / grid_w
-            total = total + _bilinear(f, y, x)
-        out[k, ph, pw] = total / count
-  return out
-
-
 def random_case(seed, height=5, width=7, boxes_per_image=6, reach=3.0, scale=0.5):
   rs = np.random.RandomState(seed)
   features = rs.randn(2, height, width, 2).astype(np.float32)
@@ -140,24 +90,24 @@ def random_case(seed, height=5, width=7, boxes_per_image=6, reach=3.0, scale=0.5
   return features, np.concatenate([lo, lo + size], -1).astype(np.float32)
 
 
-@pytest.mark.parametrize("aligned", [False, True])
-@pytest.mark.parametrize("sampling_ratio", [-1, 1, 2])
-def test_roi_align_matches_torchvision_kernel_transcription(aligned, sampling_ratio):
-  features, boxes = random_case(sampling_ratio + 1 + 3 * aligned)
-  out = align(features, boxes, output_size=(2, 3), spatial_scale=0.5,
-              sampling_ratio=sampling_ratio, aligned=aligned, max_sampling_ratio=16)
-  for b in range(2):
-    want = reference_roi_align(features[b], boxes[b], (2, 3), 0.5, sampling_ratio, aligned)
-    np.testing.assert_allclose(np.asarray(out[b]), want, rtol=1e-4, atol=1e-5)
-
-
 def test_roi_align_default_bound_covers_boxes_inside_the_map():
   features, _ = random_case(0)
   boxes = np.array([[[0, 0, 14, 10], [1, 2, 13, 9]]] * 2, np.float32)  # the whole 7 x 5 map
-  out = align(features, boxes, output_size=(2, 3), spatial_scale=0.5)
-  for b in range(2):
-    np.testing.assert_allclose(np.asarray(out[b]), reference_roi_align(
-        features[b], boxes[b], (2, 3), 0.5, -1, False), rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(
+      align(features, boxes, output_size=(2, 3), spatial_scale=0.5),
+      align(features, boxes, output_size=(2, 3), spatial_scale=0.5, max_sampling_ratio=16))
+
+
+@pytest.mark.parametrize("side", [7, 14, 21, 35, 49, 63])
+def test_adaptive_sampling_counts_are_exact_quotients(side):
+  # A side of k * 7 cells in 7 bins takes k samples per bin: ceil(14 / 7) is 2, although
+  # 14 * fl(1 / 7) (XLA's rewrite of the division) is 2.0000002.
+  rs = np.random.RandomState(side)
+  features = rs.randn(1, 64, 64, 3).astype(np.float32)
+  boxes = np.array([[[0.5, 1.0, 0.5 + side, 1.0 + side]]], np.float32)
+  np.testing.assert_allclose(align(features, boxes, output_size=7, max_sampling_ratio=10),
+                             align(features, boxes, output_size=7, sampling_ratio=side // 7),
+                             rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("box,kw,expected", [
@@ -179,32 +129,46 @@ def test_roi_pool_hand_computed(box, kw, expected):
   np.testing.assert_array_equal(on_ramp(pool, box, **kw), np.asarray(expected, np.float32))
 
 
-def reference_roi_pool(f, boxes, out_hw, scale):
-  """torchvision/csrc/ops/cpu/roi_pool_kernel.cpp (forward)."""
-  height, width = f.shape[:2]
-  out = np.zeros((len(boxes), *out_hw, f.shape[-1]), np.float32)
-  for k, box in enumerate(np.asarray(boxes, np.float32)):
-    x1, y1, x2, y2 = (int(np.sign(v) * np.floor(abs(v) + 0.5)) for v in box * np.float32(scale))
-    roi_w, roi_h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
-    bin_h = np.float32(roi_h) / np.float32(out_hw[0])
-    bin_w = np.float32(roi_w) / np.float32(out_hw[1])
-    for ph in range(out_hw[0]):
-      for pw in range(out_hw[1]):
-        hs = min(max(int(np.floor(np.float32(ph) * bin_h)) + y1, 0), height)
-        he = min(max(int(np.ceil(np.float32(ph + 1) * bin_h)) + y1, 0), height)
-        ws = min(max(int(np.floor(np.float32(pw) * bin_w)) + x1, 0), width)
-        we = min(max(int(np.ceil(np.float32(pw + 1) * bin_w)) + x1, 0), width)
-        if he > hs and we > ws:
-          out[k, ph, pw] = f[hs:he, ws:we].max(axis=(0, 1))
-  return out
+@pytest.mark.parametrize("bins", [3, 7, 11, 13, 14])
+def test_roi_pool_bin_edges_are_torchvisions_float32_edges(bins):
+  # On f(x) = x a bin's max is its last column (end - 1); on f(x) = -x, minus its first.
+  # Expected: torchvision's float32 arithmetic, floor(p * fl(n / bins)) and
+  # ceil((p + 1) * fl(n / bins)), which is not the exact rational one for some n (57 in 7).
+  n = np.arange(1, 301)
+  ramp = np.arange(320, dtype=np.float32)[None, None, :, None]
+  boxes = np.stack([np.zeros_like(n), np.zeros_like(n), n - 1, np.zeros_like(n)], -1)[None]
+  boxes = boxes.astype(np.float32)
+  last = np.asarray(pool(ramp, boxes, output_size=(1, bins)))[0, :, 0, :, 0]
+  first = -np.asarray(pool(-ramp, boxes, output_size=(1, bins)))[0, :, 0, :, 0]
+  size = n.astype(np.float32) / np.float32(bins)
+  p = np.arange(bins, dtype=np.float32)
+  np.testing.assert_array_equal(first, np.floor(p * size[:, None]))
+  np.testing.assert_array_equal(last + 1, np.ceil((p + 1) * size[:, None]))
 
 
-def test_roi_pool_matches_torchvision_kernel_transcription():
-  features, boxes = random_case(7, boxes_per_image=10)
-  out = pool(features, boxes, output_size=(2, 3), spatial_scale=0.5)
-  for b in range(2):
-    np.testing.assert_array_equal(np.asarray(out[b]),
-                                  reference_roi_pool(features[b], boxes[b], (2, 3), 0.5))
+def test_roi_pool_gradient_goes_to_the_first_maximum_of_each_bin():
+  features = np.zeros((1, 4, 4, 1), np.float32)
+  features[0, 1:3, 1:3, 0] = 5.0  # four tied maxima in the 2 x 2 bin
+  boxes = np.array([[[1, 1, 2, 2], [0, 0, 3, 3]]], np.float32)
+  g = jax.grad(lambda f: pool(f, boxes, output_size=1).sum())(features)
+  want = np.zeros((4, 4), np.float32)
+  want[1, 1] = 2.0  # the first (row-major) of the ties, once per RoI
+  np.testing.assert_array_equal(np.asarray(g)[0, :, :, 0], want)
+
+
+def temp_bytes(fn, rois, grad):
+  f = jax.ShapeDtypeStruct((1, 32, 32, 16), np.float32)
+  b = jax.ShapeDtypeStruct((1, rois, 4), np.float32)
+  g = (lambda f, b: jax.grad(lambda f: fn(f, b, 7).sum())(f)) if grad else (lambda f, b: fn(f, b, 7))
+  return jax.jit(g).lower(f, b).compile().memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_roi_pool_memory_grows_with_rois_times_bins_not_with_the_map(grad):
+  # 64 more RoIs x 49 bins x 16 channels: 200 KB per float32 array of that shape. A dense mask
+  # per RoI (RoIs x bins x H x W x C) would add 36 MB.
+  per_array = 64 * 49 * 16 * 4
+  assert temp_bytes(roi_pool, 128, grad) - temp_bytes(roi_pool, 64, grad) < 8 * per_array
 
 
 def test_roi_gradients_reach_the_features():

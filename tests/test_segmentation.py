@@ -17,7 +17,6 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from jaxvision import data
 from jaxvision.data import datasets as datasets_lib
-from jaxvision.data import pipeline
 from jaxvision.data import segmentation as seg_data
 from jaxvision.data.builders.shapes import ShapesConfig
 from jaxvision.losses.segmentation import pixel_cross_entropy
@@ -275,8 +274,8 @@ def as_pixels(image, spec):
 def test_augmentation_moves_image_and_mask_together(scale):
   spec = dataclasses.replace(data.get_spec("shapes/64"), image_shape=(32, 32, 3),
                              scale_range=(0.6, 1.6))
-  settings = pipeline._Settings(spec=spec, data_dir=None, image_shape=(32, 32, 3),  # pylint: disable=protected-access
-                                random_crop=scale, crop_padding=0, flip=True, shuffle_buffer=1)
+  settings = datasets_lib.Settings(spec=spec, data_dir=None, image_shape=(32, 32, 3),
+                                  random_crop=scale, crop_padding=0, flip=True, shuffle_buffer=1)
   ex = synthetic_example()
   flipped = padded = 0
   for i in range(16):
@@ -316,7 +315,9 @@ def tiny(tiny_dir, monkeypatch):
 
 
 def test_info_and_batches(tiny):
-  assert data.dataset_info(tiny) == data.DatasetInfo("tiny_shapes", 4, (32, 32, 3), 40, 10)
+  spec = datasets_lib.DATASETS["tiny_shapes"]
+  assert data.dataset_info(tiny) == data.DatasetInfo("tiny_shapes", 4, (32, 32, 3), 40, 10,
+                                                     spec.mean, spec.std)
   batch = next(data.train_batches(tiny, global_batch_size=8, seed=0))
   assert set(batch) == {"image", "mask"}
   assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.float32
@@ -441,7 +442,7 @@ def test_shapes_configs_learn_in_a_shorter_run(name, epochs, bar, tmp_path):
 
   from jaxvision.training.fit import fit
 
-  c = importlib.import_module(f"train.configs.{name}").get_config()
+  c = importlib.import_module(f"jaxvision.configs.{name}").get_config()
   c.dataset.data_dir = str(tmp_path / "data")
   c.num_epochs = epochs
   c.plot = False

@@ -11,8 +11,8 @@ import pytest
 from jaxvision.data import crops
 from jaxvision.models import create_model
 from jaxvision.models.sliding_window import (
-    SlidingWindowDetector, crop_and_resize, crop_logits, detections, fcn_logits, window_boxes,
-    window_scales)
+    SlidingWindowDetector, crop_logits, detections, fcn_logits, window_boxes, window_scales)
+from jaxvision.ops.crop import crop_and_resize
 
 N = 18  # classifier input side
 

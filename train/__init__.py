@@ -1,0 +1,1 @@
+"""A clone's shim for `python -m train`; not part of the installed package."""

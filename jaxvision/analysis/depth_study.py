@@ -1,19 +1,23 @@
 """The ODE-vs-ResNet depth study: what happens with more layers and smaller steps?
 
-  python -m jaxvision.analysis.depth_study --config train/configs/depth_study.py --workdir DIR
+  python -m jaxvision.analysis.depth_study --config depth_study[:DATASET] --workdir DIR
+
+(`--config` takes a config's name in jaxvision/configs, or a file.)
 
 Trains the `odenet` model once per configuration of its middle (same stem, head, data,
 optimizer and budget): a residual stage of N blocks `Y + (T/N) f(t_j, Y)` for each N of
 `config.depths`, with and without weight sharing, and an ODE block over [0, T] with the same
-vector field f for each entry of `config.odes`. Each run is `jaxvision.training.fit.fit` in
-DIR/runs/NAME; a finished run is reused when the study is run again with the same settings.
+vector field f for each entry of `config.odes`. Each run is built by
+`jaxvision.training.run.build_run` and trained by fit's loop (`fit_run`) in DIR/runs/NAME; a
+finished run is reused when the study is run again with the same settings.
 
 Per run: parameters, test accuracy, train time per epoch (median step time x steps per
 epoch), NFE of the forward (mean over training) and backward passes, peak memory of the
 compiled train step (XLA's memory analysis) and, for shared weights, the distance between the
-stage's output and the ODE solution on the same weights (trained, and at initialisation). Outputs: DIR/results.csv,
-DIR/results.md, DIR/depth_study.png (all plots) and DIR/{accuracy,memory,distance}.png.
-docs/DEPTH_STUDY.md explains how to read them.
+stage's output and the ODE solution on the same weights (trained, and at initialisation).
+Outputs: DIR/results.csv, DIR/results.md, DIR/depth_study.png (all plots) and
+DIR/{accuracy,memory,distance}.png (jaxvision.plots.depth_study). docs/DEPTH_STUDY.md explains
+how to read them.
 """
 
 from __future__ import annotations
@@ -29,20 +33,17 @@ import time
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
-from matplotlib.figure import Figure  # no pyplot: the caller's backend (inline plots) untouched
 from tqdm.auto import tqdm
 
 from jaxvision.losses import cross_entropy
-from jaxvision.models import create_model
 from jaxvision.models.odenet import ode_twin
 from jaxvision.nn.ode import EvaluationCounter, ODEOptions
-from jaxvision.training import optim, parallel, steps
+from jaxvision.plots.depth_study import plot_study
 from jaxvision.training.compilation_cache import enable_compilation_cache
-from jaxvision.training.fit import TrainingInterrupted, fit
+from jaxvision.training.fit import TrainingInterrupted, fit_run
 from jaxvision.training.metric_writer import METRICS_FILE, read_metrics
-from jaxvision.training.tasks import make_task
+from jaxvision.training.run import build_run
 from jaxvision.training.train_state import create_train_state
 
 COLUMNS = ("name", "middle", "N", "shared", "solver", "h", "params", "test_accuracy",
@@ -81,29 +82,15 @@ def run_config(config, run: dict):
 
 # --------------------------------------------------------------------------- measurements
 
-def compile_train_step(cfg, model, info, steps_per_epoch: int):
-  """(compiled train step, initial state, synthetic batch, step rng) built as `fit` builds them,
-  so that fit's own compilation of the step is a hit in XLA's persistent compilation cache."""
-  if cfg.parallel != "jit":
-    raise ValueError("config.train.parallel: the study measures the 'jit' train step, got "
-                     f"{cfg.parallel!r}")
-  total = (cfg.num_train_steps if cfg.num_train_steps > 0
-           else int(math.ceil(cfg.num_epochs * steps_per_epoch)))
-  schedule = optim.make_schedule(cfg.optimizer, steps_per_epoch=steps_per_epoch, total_steps=total,
-                                 batch_size=cfg.batch_size)
-  tx = optim.make_optimizer(cfg.optimizer, schedule)
-  options = dict(task=make_task(cfg), l1=cfg.optimizer.l1, schedule=schedule,
-                 log_intermediates=tuple(cfg.log_intermediates))
-  dp = parallel.data_parallel("jit", **options)
-  step = jax.jit(steps.make_train_step(**options),
-                 in_shardings=(dp.replicated, dp.data, dp.replicated),
-                 out_shardings=(dp.replicated, dp.replicated), donate_argnums=(0,))
-  init_rng, step_rng = jax.random.split(jax.random.key(cfg.seed))
-  state = dp.put_state(create_train_state(model, tx, init_rng, info.image_shape))
+def compile_train_step(train) -> tuple:
+  """(compiled train step, synthetic batch on the devices) of a built run: the step `fit_run`
+  runs, compiled here for XLA's memory analysis and the timing."""
+  info, cfg = train.info, train.config
   rs = np.random.RandomState(0)
-  batch = dp.put_batch({"image": rs.randn(cfg.batch_size, *info.image_shape).astype(np.float32),
-                        "label": rs.randint(0, info.num_classes, cfg.batch_size).astype(np.int32)})
-  return step.lower(state, batch, step_rng).compile(), state, batch, step_rng
+  batch = {"image": rs.randn(cfg.batch_size, *info.image_shape).astype(np.float32),
+           "label": rs.randint(0, info.num_classes, cfg.batch_size).astype(np.int32)}
+  compiled = train.dp.lower_train_step(train.state, batch, train.step_rng).compile()
+  return compiled, train.dp.put_batch(batch)
 
 
 def memory_mb(compiled) -> tuple[float, float]:
@@ -188,7 +175,6 @@ def eval_batch(dataset_config, size: int) -> dict:
 
 def run_one(config, run: dict, run_dir: pathlib.Path) -> dict:
   """Trains one configuration in `run_dir` and measures it; returns its results row."""
-  from jaxvision import data
   cfg = run_config(config, run)
   measure = {k: config[k] for k in ("reference", "distance_examples", "timed_steps")}
   record = json.loads(json.dumps({"train": cfg.to_dict(), "run": run, "measure": measure},
@@ -199,21 +185,26 @@ def run_one(config, run: dict, run_dir: pathlib.Path) -> dict:
     if held.get("record") == record:
       return held["row"]
 
-  info = data.dataset_info(cfg.dataset)
-  model = create_model(cfg.model.name, num_classes=info.num_classes, **cfg.model.options)
-  steps_per_epoch = info.num_train // cfg.batch_size
-  compiled, state, batch, rng = compile_train_step(cfg, model, info, steps_per_epoch)
-  init_params = jax.tree.map(np.array, state.params)  # a copy: the timed steps donate `state`
-  peak, temp = memory_mb(compiled)
-  step_s = median_step_seconds(compiled, state, batch, rng, config.timed_steps)
-
-  summary = fit(cfg, run_dir, progress=False)
+  if cfg.parallel != "jit":
+    raise ValueError("config.train.parallel: the study measures the 'jit' train step, got "
+                     f"{cfg.parallel!r}")
+  train = build_run(cfg, run_dir)  # the run fit would build; trained below by fit's loop
+  model = train.model
+  try:
+    compiled, batch = compile_train_step(train)
+    peak, temp = memory_mb(compiled)
+    state = train.dp.put_state(train.host_state(train.state))  # a copy: the timed steps donate it
+    step_s = median_step_seconds(compiled, state, batch, train.step_rng, config.timed_steps)
+  except BaseException:
+    train.close()
+    raise
+  summary = fit_run(train, progress=False)
 
   params = trained_params(run_dir)
   test = eval_batch(cfg.dataset, config.distance_examples)
   row = {k: run.get(k) for k in ("name", "middle", "N", "shared", "solver", "h")}
   row.update(params=summary["num_params"], test_accuracy=summary["eval_accuracy"],
-             best_accuracy=summary["best_accuracy"], epoch_s=step_s * steps_per_epoch,
+             best_accuracy=summary["best_accuracy"], epoch_s=step_s * train.steps_per_epoch,
              fit_s=summary["seconds"], peak_mb=peak, temp_mb=temp, error="")
   if run["middle"] == "residual":  # one evaluation of f per block, and one VJP of it
     row["nfe_fwd"] = row["nfe_bwd"] = run["N"]
@@ -224,8 +215,9 @@ def run_one(config, run: dict, run_dir: pathlib.Path) -> dict:
     row["nfe_bwd"] = (backward_nfe(model, params, test) if model.ode.adjoint == "backsolve"
                       else row["nfe_fwd"])
   if run["middle"] == "residual" and run["shared"]:
+    init = create_train_state(model, train.tx, train.init_rng, train.info.image_shape).params
     row["distance"], row["distance_init"] = distances_to_ode(
-        model, [params, init_params], test["image"], ODEOptions(**config.reference))
+        model, [params, init], test["image"], ODEOptions(**config.reference))
   cache.write_text(json.dumps({"record": record, "row": row}, indent=2))
   return row
 
@@ -316,101 +308,6 @@ def write_markdown(rows: list[dict], meta: dict, path: pathlib.Path) -> None:
   path.write_text(text)
 
 
-# --------------------------------------------------------------------------- plots
-
-def _ok(rows):
-  return [r for r in rows if not r.get("error")]
-
-
-def _residual_lines(ax, rows, key: str, scale: float = 1.0):
-  for shared, style in ((True, "o-"), (False, "s--")):
-    pts = sorted((r["N"], r[key] * scale) for r in _ok(rows)
-                 if r["middle"] == "residual" and r["shared"] == shared and r.get(key) is not None)
-    if pts:
-      ax.plot(*zip(*pts), style, label=f"residual, {'shared' if shared else 'unshared'} weights")
-  ax.set_xscale("log", base=2)
-  ax.set_xlabel("N (blocks; h = T/N)")
-
-
-def _ode_lines(ax, rows, key: str, scale: float = 1.0):
-  colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][2:]
-  for r, c in zip([r for r in _ok(rows) if r["middle"] == "ode"], colors):
-    if r.get(key) is not None:
-      ax.axhline(r[key] * scale, ls=":", color=c, label=f"{r['name']} (NFE {r['nfe_fwd']:.0f})")
-
-
-def plot_accuracy_vs_depth(ax, rows):
-  _residual_lines(ax, rows, "test_accuracy", 100)
-  _ode_lines(ax, rows, "test_accuracy", 100)
-  ax.set_ylabel("test accuracy (%)")
-  ax.set_title("accuracy vs depth")
-
-
-def plot_accuracy_vs_nfe(ax, rows):
-  for shared, style in ((True, "o-"), (False, "s--")):
-    pts = sorted((r["nfe_fwd"], 100 * r["test_accuracy"]) for r in _ok(rows)
-                 if r["middle"] == "residual" and r["shared"] == shared)
-    if pts:
-      ax.plot(*zip(*pts), style, label=f"residual, {'shared' if shared else 'unshared'} weights")
-  odes = [r for r in _ok(rows) if r["middle"] == "ode"]
-  for r, c in zip(odes, matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][2:]):
-    ax.plot(r["nfe_fwd"], 100 * r["test_accuracy"], "*", ms=12, color=c, label=r["name"])
-  ax.set_xscale("log", base=2)
-  ax.set_xlabel("NFE per forward pass (residual: N)")
-  ax.set_ylabel("test accuracy (%)")
-  ax.set_title("accuracy vs function evaluations")
-
-
-def plot_memory_vs_depth(ax, rows):
-  _residual_lines(ax, rows, "peak_mb")
-  _ode_lines(ax, rows, "peak_mb")
-  ax.set_yscale("log")
-  ax.set_ylabel("peak memory of the train step (MB)")
-  ax.set_title("memory vs depth")
-
-
-def plot_distance_vs_h(ax, rows):
-  shared = sorted((r for r in _ok(rows) if r.get("distance") is not None), key=lambda r: r["h"])
-  for key, style, label in (("distance", "o-", "trained weights"),
-                            ("distance_init", "s--", "initial weights")):
-    pts = [(r["h"], r[key]) for r in shared if r.get(key)]
-    if pts:
-      ax.plot(*zip(*pts), style, label=label)
-  if shared and shared[0].get("distance_init"):
-    h = np.array([r["h"] for r in shared])
-    ax.plot(h, shared[0]["distance_init"] * h / h[0], "k:", label="slope 1 (first order)")
-  ax.set_xscale("log")
-  ax.set_yscale("log")
-  ax.set_xlabel("step h = T/N")
-  ax.set_ylabel("||Y_N - h(T)|| / ||h(T)||")
-  ax.set_title("shared-weight stage vs ODE solution")
-
-
-def _save(fig, path: pathlib.Path) -> None:
-  for ax in fig.axes:
-    ax.grid(alpha=0.3, which="both")
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-
-
-def plot_study(rows: list[dict], workdir: pathlib.Path) -> None:
-  """DIR/depth_study.png (all four panels) and DIR/{accuracy,memory,distance}.png."""
-  panels = (plot_accuracy_vs_depth, plot_accuracy_vs_nfe, plot_memory_vs_depth, plot_distance_vs_h)
-  fig = Figure(figsize=(12, 9))
-  axes = fig.subplots(2, 2)
-  for draw, ax in zip(panels, axes.flat):
-    draw(ax, rows)
-  _save(fig, workdir / "depth_study.png")
-  for name, draws in (("accuracy", panels[:2]), ("memory", panels[2:3]), ("distance", panels[3:])):
-    fig = Figure(figsize=(6 * len(draws), 4.5))
-    axes = fig.subplots(1, len(draws), squeeze=False)
-    for draw, ax in zip(draws, axes.flat):
-      draw(ax, rows)
-    _save(fig, workdir / f"{name}.png")
-
-
 # --------------------------------------------------------------------------- command line
 
 def main(argv):
@@ -428,11 +325,20 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  import sys
+
   from absl import app, flags
   from ml_collections import config_flags
 
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "train/configs/depth_study.py[:dataset]",
+  from jaxvision import configs
+
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "depth_study[:dataset] or a file",
                                             lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the runs, table and plots.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  try:
+    _ARGV = configs.resolve_argv(sys.argv)[0]
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)  # a bad command line, as jaxvision-train's
+  app.run(main, argv=_ARGV)

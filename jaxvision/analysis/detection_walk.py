@@ -7,18 +7,22 @@ trains each on `shapes_detection/64` (train split; selective-search proposals fr
 offline, then writes `table.md`, `results.json` and `detection_walk.png` (VOC mAP@0.5, training
 time, test time per image, proposals per image) under the out dir.
 
-- Backbone and Faster R-CNN / Fast R-CNN options: `train/configs/faster_rcnn_shapes.py` (a
+- Backbone and Faster R-CNN / Fast R-CNN options: `jaxvision/configs/faster_rcnn_shapes.py` (a
   narrow ResNet, stride 8); R-CNN warps each proposal to `--warp-size` (with the paper's context
   padding scaled down: 2 pixels of 32), SPP-net pools levels (1, 2, 4) on the stride-8 map. All
   four share the head (two fully connected layers of 256, softmax classifier, class-specific
   box regression) and are trained from scratch, end to end, with the same optimiser, steps,
   images per step and RoIs per image (the true boxes are added to the proposals).
-- Training: an in-memory loop over random batches (left-right flips), jitted steps; the time
-  is the loop's wall time, the first step's compilation included.
-- Test time per image: the network's (jitted, measured over the test images after a warm-up
-  call) plus, for the three methods that take proposals, selective search's mean time per
-  image (measured here on `--ss-timing-images` test images; the cached proposals are the same
-  boxes). R-CNN's network time is one CNN pass per warped proposal.
+- Training: each method is a run of the `rcnn_detection` task built by
+  `jaxvision.training.run.build_run` and trained by fit's loop (the shared train step) in
+  `OUT/runs/<model>` (`jaxvision.analysis.memory_run`), on random batches of the split in memory
+  (left-right flips) that carry the proposals as batch fields; the time is the loop's wall time,
+  the first step's compilation included, the evaluation excluded.
+- mAP: the run's evaluation (the task's VOC evaluator) on the test images and their proposals.
+- Test time per image: the network's (a jitted forward pass without targets, measured over the
+  test images after a warm-up call) plus, for the three methods that take proposals, selective
+  search's mean time per image (measured here on `--ss-timing-images` test images; the cached
+  proposals are the same boxes). R-CNN's network time is one CNN pass per warped proposal.
 - Proposals per image: the mean number of valid proposals the detector scored per test image
   (Faster R-CNN: its RPN's, after NMS).
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import itertools
 import json
 import os
 import pathlib
@@ -40,22 +45,15 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm.auto import tqdm
 
-from jaxvision.losses.rcnn import rcnn_losses
-from jaxvision.metrics.voc import VOCEvaluator
-from jaxvision.models import create_model
-from jaxvision.models.faster_rcnn import SAMPLING_RNG
+from jaxvision.analysis.memory_run import build_memory_run, fit_memory_run, padded_batches
 from jaxvision.ops.boxes import xyxy_to_yxyx
-from jaxvision.training.train_state import TrainState
 
 DATASET = "shapes_detection/64"
 METHODS = ("R-CNN", "SPP-net", "Fast R-CNN", "Faster R-CNN")
 _MODEL_NAMES = {"R-CNN": "rcnn", "SPP-net": "sppnet", "Fast R-CNN": "fast_rcnn",
                 "Faster R-CNN": "faster_rcnn"}
-_HEAD_OPTIONS = ("representation_size", "roi_batch_size", "score_threshold", "nms_threshold",
-                 "max_detections")
 
 
 @dataclasses.dataclass
@@ -66,6 +64,7 @@ class Split:
   boxes: np.ndarray  # float32 [N, G, 4] pixel (x1, y1, x2, y2)
   classes: np.ndarray  # int32 [N, G]
   gt_valid: np.ndarray  # bool [N, G]
+  difficult: np.ndarray  # bool [N, G]
   proposals: np.ndarray  # float32 [N, K, 4] pixel (x1, y1, x2, y2), ranked
   proposal_valid: np.ndarray  # bool [N, K]
 
@@ -73,33 +72,34 @@ class Split:
     return len(self.images)
 
 
-def load_split(split: str, max_proposals: int, limit: int = 0) -> Split:
+def load_split(split: str, max_proposals: int, limit: int = 0, data_dir=None) -> Split:
   """`split_proposals` of `split`, normalised with the dataset's statistics; proposals cut to
   the most any image has (the rest is padding); the first `limit` images (0: all)."""
   from jaxvision.data.proposals import normalise, split_proposals  # TensorFlow on use only
-  d = split_proposals(DATASET, split=split, max_boxes=max_proposals)
+  d = split_proposals(DATASET, split=split, max_boxes=max_proposals, data_dir=data_dir)
   n = len(d["images"]) if limit <= 0 else min(limit, len(d["images"]))
   raw = np.asarray(d["images"][:n])
-  images = normalise(raw, DATASET)
   valid = np.asarray(d["proposal_valid"][:n], bool)
   k = max(1, int(valid.sum(1).max(initial=0)))
-  return Split(images=images, raw=raw, boxes=np.asarray(d["boxes"][:n], np.float32),
+  return Split(images=normalise(raw, DATASET), raw=raw,
+               boxes=np.asarray(d["boxes"][:n], np.float32),
                classes=np.asarray(d["classes"][:n], np.int32),
                gt_valid=np.asarray(d["gt_valid"][:n], bool),
-               proposals=np.asarray(d["proposals"][:n, :k], np.float32), proposal_valid=valid[:, :k])
+               difficult=np.asarray(d["difficult"][:n], bool),
+               proposals=np.asarray(d["proposals"][:n, :k], np.float32),
+               proposal_valid=valid[:, :k])
 
 
 def faster_rcnn_config():
-  """The shapes Faster R-CNN config (the walk's shared backbone and head sizes)."""
-  return importlib.import_module("train.configs.faster_rcnn_shapes").get_config()
+  """The shapes Faster R-CNN config (the walk's shared backbone, head sizes and task)."""
+  return importlib.import_module("jaxvision.configs.faster_rcnn_shapes").get_config()
 
 
-def model_for(method: str, args) -> object:
-  """The walk's model for `method`: the config's backbone and head sizes for all four."""
+def model_options(method: str, args) -> dict:
+  """The walk's model options for `method`: the config's backbone and head sizes for all four."""
   options = faster_rcnn_config().model.options.to_dict()
   common = {k: options[k] for k in ("backbone", "backbone_options", "representation_size")}
   common["roi_batch_size"] = args.rois_per_image
-  name = _MODEL_NAMES[method]
   if method == "R-CNN":
     extra = dict(warp_size=args.warp_size, context_padding=args.context_padding)
   elif method == "SPP-net":
@@ -108,7 +108,24 @@ def model_for(method: str, args) -> object:
     extra = {k: v for k, v in options.items() if k not in common}
     if method == "Fast R-CNN":
       extra = {k: v for k, v in extra.items() if not k.startswith("rpn_") or k == "rpn_min_size"}
-  return create_model(name, num_classes=args.num_classes, **common, **extra)
+  return {**common, **extra}
+
+
+def walk_config(method: str, args, steps_per_epoch: int):
+  """The training config of `method`: the shapes Faster R-CNN config with the walk's model,
+  budget and optimiser (AdamW, warm-up over the first tenth of the steps, cosine decay)."""
+  c = faster_rcnn_config()
+  c.model.name = _MODEL_NAMES[method]
+  c.model.options = model_options(method, args)
+  c.dataset.name, c.dataset.data_dir = DATASET, args.data_dir
+  c.batch_size, c.eval_batch_size = args.batch_size, args.eval_batch_size
+  c.num_train_steps = args.steps
+  c.optimizer.learning_rate, c.optimizer.weight_decay = args.learning_rate, args.weight_decay
+  c.optimizer.warmup_epochs = max(1, args.steps // 10) / steps_per_epoch
+  c.log_every_steps = 25
+  c.eval_every_steps = c.checkpoint_every_steps = args.steps  # evaluate once, at the end
+  c.plot, c.seed = False, args.seed
+  return c
 
 
 def _flip_boxes(boxes, flip, width: int):
@@ -118,8 +135,13 @@ def _flip_boxes(boxes, flip, width: int):
   return np.where(flip[:, None, None], mirrored, boxes)
 
 
-def _batch(data: Split, index, rng: np.random.Generator | None, uses_proposals: bool) -> dict:
-  images, boxes, props = data.images[index], data.boxes[index], data.proposals[index]
+def detection_batch(data: Split, index, rng: np.random.Generator | None,
+                    uses_proposals: bool, max_proposals: int | None = None) -> dict:
+  """Images `index` of `data` as an `rcnn_detection` batch: raw uint8 images (the run's step
+  normalises them), normalised (ymin, xmin, ymax, xmax) boxes, classes, valid, difficult and,
+  if `uses_proposals`, the first `max_proposals` (None: all) pixel proposals and their
+  `proposal_valid`; flipped left-right at random by `rng`."""
+  images, boxes, props = data.raw[index], data.boxes[index], data.proposals[index]
   if rng is not None:
     flip = rng.random(len(index)) < 0.5
     width = images.shape[2]
@@ -127,60 +149,54 @@ def _batch(data: Split, index, rng: np.random.Generator | None, uses_proposals: 
     boxes, props = _flip_boxes(boxes, flip, width), _flip_boxes(props, flip, width)
   valid = data.gt_valid[index]
   h, w = images.shape[1:3]
-  targets = {"boxes": np.where(valid[..., None], np.asarray(xyxy_to_yxyx(boxes, h, w)), 0.0),
-             "classes": data.classes[index], "valid": valid}
-  kwargs = {"targets": targets}
+  batch = {"image": images, "classes": data.classes[index], "valid": valid,
+           "boxes": np.where(valid[..., None], np.asarray(xyxy_to_yxyx(boxes, h, w)),
+                             0.0).astype(np.float32),
+           "difficult": data.difficult[index]}
   if uses_proposals:
-    kwargs.update(proposals=props, proposal_valid=data.proposal_valid[index])
-  return {"image": images, "kwargs": kwargs}
+    batch["proposals"] = props[:, :max_proposals]
+    batch["proposal_valid"] = data.proposal_valid[index][:, :max_proposals]
+  return batch
 
 
-def train(model, data: Split, method: str, args) -> tuple[TrainState, float]:
-  """`args.steps` steps of AdamW (warm-up, cosine decay) on random batches; (state, seconds)."""
+def training_batches(data: Split, args, uses_proposals: bool):
+  """`start_step -> iterator` of random flipped training batches, each a function of
+  (seed, step) only."""
+  def batches(start_step: int):
+    for step in itertools.count(start_step):
+      rng = np.random.default_rng([args.seed, step])
+      yield detection_batch(data, rng.integers(0, len(data), args.batch_size), rng,
+                            uses_proposals)
+  return batches
+
+
+def rcnn_test_cap(method: str, args) -> int | None:
+  return args.rcnn_test_proposals if method == "R-CNN" and args.rcnn_test_proposals else None
+
+
+def train_and_evaluate(method: str, train_data: Split, test_data: Split, args,
+                       steps_per_epoch: int) -> dict:
+  """Trains `method` through fit's loop; its run's evaluation on the test split, training
+  time, and the network's test time (`network_timing`)."""
   uses_proposals = method != "Faster R-CNN"
-  init_batch = _batch(data, np.arange(1), None, uses_proposals)
-  kwargs = {k: v for k, v in init_batch["kwargs"].items() if k != "targets"}
-  variables = jax.jit(lambda r, x, kw: model.init(r, x, train=False, **kw))(
-      jax.random.key(args.seed), init_batch["image"], kwargs)
-  schedule = optax.warmup_cosine_decay_schedule(0.0, args.learning_rate,
-                                                max(1, args.steps // 10), max(args.steps, 2))
-  tx = optax.adamw(schedule, weight_decay=args.weight_decay)
-  state = TrainState.create(apply_fn=model.apply, params=variables["params"],
-                            batch_stats=variables.get("batch_stats", {}), tx=tx)
-  betas = dict(box_beta=model.box_smooth_l1_beta,
-               rpn_beta=getattr(model, "rpn_smooth_l1_beta", 1 / 9))
-
-  @jax.jit
-  def step(state, images, kwargs, key):
-    def loss_fn(params):
-      out, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, images,
-                                    train=True, mutable=["batch_stats"],
-                                    rngs={SAMPLING_RNG: key}, **kwargs)
-      loss, terms = rcnn_losses(out, **betas)
-      return loss, (terms, updates)
-    grads, (terms, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
-    return state, terms
-
-  rng = np.random.default_rng(args.seed)
-  key = jax.random.key(args.seed + 1)
-  start = time.perf_counter()
-  bar = tqdm(range(args.steps), desc=f"train {method}", unit="step")
-  for i in bar:
-    batch = _batch(data, rng.integers(0, len(data), args.batch_size), rng, uses_proposals)
-    state, terms = step(state, batch["image"], batch["kwargs"], jax.random.fold_in(key, i))
-    if i % 25 == 0 or i == args.steps - 1:
-      bar.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()})
-  jax.block_until_ready(state.params)
-  return state, time.perf_counter() - start
+  cap = rcnn_test_cap(method, args)
+  test = detection_batch(test_data, np.arange(len(test_data)), None, uses_proposals, cap)
+  config = walk_config(method, args, steps_per_epoch)
+  run = build_memory_run(config, pathlib.Path(args.out_dir) / "runs" / config.model.name,
+                         train_source=training_batches(train_data, args, uses_proposals),
+                         eval_source=lambda size: padded_batches(test, size))
+  run.task.num_overlays = 0  # the eval pipeline that draws them carries no proposals
+  summary, variables = fit_memory_run(run)
+  r = network_timing(run.model, variables, test_data, uses_proposals, cap, args)
+  r.update(map_voc07=summary["eval"]["map_voc07"], map_voc12=summary["eval"]["map_voc12"],
+           coco_ap=summary["eval"].get("coco_AP"), eval_loss=summary["eval"]["loss"],
+           train_s=summary["train_seconds"], num_params=summary["num_params"])
+  return r
 
 
-def evaluate(model, state: TrainState, data: Split, method: str, args) -> dict:
-  """VOC mAP@0.5 on `data`, the network's seconds per image and proposals per image."""
-  uses_proposals = method != "Faster R-CNN"
-  test_k = args.rcnn_test_proposals if method == "R-CNN" and args.rcnn_test_proposals else None
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-
+def network_timing(model, variables: dict, data: Split, uses_proposals: bool, cap, args) -> dict:
+  """The network's seconds per image on `data` (forward pass without targets, jitted, batches
+  of `args.eval_batch_size`, compiled first) and the proposals it scored per image."""
   @jax.jit
   def predict(images, proposals, proposal_valid):
     kw = dict(proposals=proposals, proposal_valid=proposal_valid) if uses_proposals else {}
@@ -188,34 +204,22 @@ def evaluate(model, state: TrainState, data: Split, method: str, args) -> dict:
     return out["detections"], jnp.sum(out["proposals"]["valid"], -1)
 
   def inputs(index):
-    props, valid = data.proposals[index], data.proposal_valid[index]
-    if test_k:
-      props, valid = props[:, :test_k], valid[:, :test_k]
-    return data.images[index], props, valid
+    return data.images[index], data.proposals[index, :cap], data.proposal_valid[index, :cap]
 
   b = args.eval_batch_size
   batches = [np.arange(i, min(i + b, len(data))) for i in range(0, len(data), b)]
   jax.block_until_ready(predict(*inputs(batches[0])))  # compile (and a ragged last batch below)
   if len(batches[-1]) != b:
     jax.block_until_ready(predict(*inputs(batches[-1])))
-  evaluator = VOCEvaluator(args.num_classes, plus_one=False)
   seconds, counts = 0.0, []
-  for index in tqdm(batches, desc=f"test {method}", unit="batch"):
+  for index in tqdm(batches, desc="timing", unit="batch"):
     x = inputs(index)
     start = time.perf_counter()
-    found, used = jax.block_until_ready(predict(*x))
+    _, used = jax.block_until_ready(predict(*x))
     seconds += time.perf_counter() - start
-    found = jax.device_get(found)
     counts.extend(np.asarray(used).tolist())
-    for j, i in enumerate(index):
-      keep = found["valid"][j]
-      gt = data.gt_valid[i]
-      evaluator.add(found["boxes"][j][keep], found["scores"][j][keep], found["labels"][j][keep],
-                    data.boxes[i][gt], data.classes[i][gt])
-  result = evaluator.result()
-  return {"map_voc07": result["map_voc07"], "map_voc12": result["map_voc12"],
-          "net_s_per_image": seconds / len(data), "proposals_per_image": float(np.mean(counts)),
-          "test_proposals_cap": test_k}
+  return {"net_s_per_image": seconds / len(data), "proposals_per_image": float(np.mean(counts)),
+          "test_proposals_cap": cap}
 
 
 def selective_search_seconds(raw: np.ndarray, n: int) -> float:
@@ -244,11 +248,13 @@ def markdown_table(rows: Sequence[dict], meta: dict) -> str:
   lines.append("")
   lines.append(f"{meta['dataset']}: {meta['train_images']} training images, "
                f"{meta['test_images']} test images; {meta['steps']} steps of "
-               f"{meta['batch_size']} images, {meta['rois_per_image']} RoIs per image (training "
-               f"time includes compilation); selective search {meta['ss_ms']:.1f} ms/image (mean "
-               f"of {meta['ss_images']} test images); networks run on each image's proposals "
-               f"padded to {meta['test_padded_proposals']}, {meta['eval_batch_size']} images per "
-               f"call; {meta['device']}; walk wall time {meta['wall_s']:.0f} s.")
+               f"{meta['batch_size']} images, {meta['rois_per_image']} RoIs per image (fit's "
+               f"loop, the shared train step; training time includes compilation); selective "
+               f"search {meta['ss_ms']:.1f} ms/image (mean of {meta['ss_images']} test images); "
+               f"networks run on each image's proposals padded to "
+               f"{meta['test_padded_proposals']}, {meta['eval_batch_size']} images per call; "
+               f"{meta['device']}, load average (1, 5, 15 min) {meta['load'][:3]} at the start, "
+               f"{meta['load'][3:]} at the end; walk wall time {meta['wall_s']:.0f} s.")
   return "\n".join(lines)
 
 
@@ -290,21 +296,21 @@ def run(args) -> list[dict]:
   wall = time.perf_counter()
   out_dir = pathlib.Path(args.out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  train_data = load_split("train", args.max_proposals, args.train_images)
-  test_data = load_split("test", args.max_proposals, args.test_images)
-  from jaxvision.data.detection import get_spec  # TensorFlow on use only
-  args.num_classes = get_spec(DATASET).num_classes
+  load_start = os.getloadavg()
+  train_data = load_split("train", args.max_proposals, args.train_images, args.data_dir)
+  test_data = load_split("test", args.max_proposals, args.test_images, args.data_dir)
+  from jaxvision import data  # TensorFlow on use only
+  config = faster_rcnn_config()
+  config.dataset.name, config.dataset.data_dir = DATASET, args.data_dir
+  steps_per_epoch = max(1, data.dataset_info(config.dataset).num_train // args.batch_size)
   ss = selective_search_seconds(test_data.raw, args.ss_timing_images)
   rows = []
   for method in args.methods:
-    model = model_for(method, args)
-    state, train_s = train(model, train_data, method, args)
-    r = evaluate(model, state, test_data, method, args)
-    r.update(method=method, train_s=train_s,
-             ss_s_per_image=ss if method != "Faster R-CNN" else 0.0)
+    r = train_and_evaluate(method, train_data, test_data, args, steps_per_epoch)
+    r.update(method=method, ss_s_per_image=ss if method != "Faster R-CNN" else 0.0)
     r["test_s_per_image"] = r["ss_s_per_image"] + r["net_s_per_image"]
     rows.append(r)
-    tqdm.write(f"{method}: mAP {r['map_voc07']:.3f}, train {train_s:.0f} s, test "
+    tqdm.write(f"{method}: mAP {r['map_voc07']:.3f}, train {r['train_s']:.0f} s, test "
                f"{r['test_s_per_image'] * 1e3:.1f} ms/image")
   meta = dict(dataset=DATASET, train_images=len(train_data), test_images=len(test_data),
               steps=args.steps, batch_size=args.batch_size, rois_per_image=args.rois_per_image,
@@ -312,6 +318,7 @@ def run(args) -> list[dict]:
               test_padded_proposals=test_data.proposals.shape[1],
               eval_batch_size=args.eval_batch_size,
               device=f"{jax.default_backend()}, {os.cpu_count()} cores",
+              load=[round(v, 1) for v in (*load_start, *os.getloadavg())],
               wall_s=time.perf_counter() - wall)
   table = markdown_table(rows, meta)
   print(table)
@@ -344,6 +351,7 @@ def parse_args(argv: Sequence[str] | None = None):
   p.add_argument("--ss-timing-images", type=int, default=25)
   p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--data-dir", default=None, help="TFDS data_dir (default: TFDS's)")
   p.add_argument("--out-dir", default="runs/detection_walk")
   p.add_argument("--docs-image", default="", help="also copy the plot here "
                  "(e.g. docs/images/detection_walk.png)")

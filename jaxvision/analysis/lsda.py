@@ -3,7 +3,7 @@ classifier became a detector for the classes that have boxes (Hoffman et al. 201
 
   python -m jaxvision.analysis.lsda [--boxed circle,square] [--label_only triangle] [--k 1]
 
-1. Classifier: the multi-label network of train/configs/multilabel_shapes.py trained on all
+1. Classifier: the multi-label network of jaxvision/configs/multilabel_shapes.py trained on all
    classes' image-level labels (`--classifier` workdir; trained there first if it holds no
    checkpoint).
 2. Adaptation (R-CNN fine-tuning): a copy of it with a (boxed classes + background) output
@@ -14,7 +14,11 @@ classifier became a detector for the classes that have boxes (Hoffman et al. 201
    are, as in R-CNN, the training split's Selective Search proposals plus its ground-truth
    boxes (`--train_regions selective_search`, cached by jaxvision.data.proposals: about 6
    minutes on 2 CPU cores the first time), or ground-truth boxes jittered in position and size
-   plus uniform random boxes (`jittered`); 1/4 of each batch are objects, as in R-CNN.
+   plus uniform random boxes (`jittered`); 1/4 of each batch are objects, as in R-CNN. Each
+   fine-tuning is a `classification` run on the warped crops, built by
+   jaxvision.training.run.build_run and trained by fit's loop (the shared train step) in
+   `--out`/runs/{adapted,upper_bound} (jaxvision.analysis.memory_run); its evaluation is the
+   region accuracy on the ground truth and proposals of the first `--eval_images` test images.
 3. Transfer (jaxvision.models.lsda.transfer): each label-only class's output weights = its
    classifier weights + the mean detector-minus-classifier offset of its k nearest boxed classes.
 4. Evaluation on the test split's Selective Search proposals (jaxvision.data.proposals): every
@@ -32,87 +36,24 @@ classifier became a detector for the classes that have boxes (Hoffman et al. 201
 from __future__ import annotations
 
 import argparse
-import functools
 import json
+import os
 import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from jaxvision.metrics.voc import VOCEvaluator
+from jaxvision.analysis.lsda_regions import (evaluate, padded_proposals, proposal_regions,
+                                             region_batches, region_eval_set, region_features,
+                                             region_labels, training_regions)
+from jaxvision.analysis.memory_run import build_memory_run, fit_memory_run, padded_batches
 from jaxvision.models import create_model
 from jaxvision.models.lsda import check_split, head_vectors, nearest_boxed, split_head, transfer
-from jaxvision.ops import clip_xyxy, nms, roi_align
-from jaxvision.training.train_state import TrainState
 
 DATASET = "shapes_detection/64"
-CONFIG = "train.configs.multilabel_shapes"  # run from the repository root
-
-
-# ---- regions -------------------------------------------------------------------------------
-
-def training_regions(gt_boxes, gt_valid, image_size: int, *, jittered: int = 32,
-                     uniform: int = 32, seed: int = 0) -> np.ndarray:
-  """Candidate regions [N, jittered + uniform, 4] (pixel xyxy inside the image) per image:
-  valid ground-truth boxes shifted by up to 30% and rescaled by e^U(-0.4, 0.4) per side, and
-  uniform boxes with sides in [image/8, image*5/8]. An image without objects gets uniform boxes
-  only (its jittered slots too)."""
-  rng = np.random.default_rng(seed)
-  n = len(gt_boxes)
-  pick = np.zeros((n, jittered), int)
-  has = gt_valid.any(axis=1)
-  for i in np.flatnonzero(has):
-    pick[i] = rng.choice(np.flatnonzero(gt_valid[i]), jittered)
-  base = np.take_along_axis(gt_boxes, pick[..., None], axis=1)
-  wh = base[..., 2:] - base[..., :2]
-  centre = (base[..., :2] + base[..., 2:]) / 2 + wh * rng.uniform(-0.3, 0.3, wh.shape)
-  wh = wh * np.exp(rng.uniform(-0.4, 0.4, wh.shape))
-  jitter = np.concatenate([centre - wh / 2, centre + wh / 2], axis=-1)
-  side = rng.uniform(image_size / 8, image_size * 5 / 8, (n, jittered + uniform, 2))
-  corner = rng.uniform(0, 1, side.shape) * (image_size - side)
-  random_boxes = np.concatenate([corner, corner + side], axis=-1)
-  jitter = np.where(has[:, None, None], jitter, random_boxes[:, :jittered])
-  regions = np.concatenate([jitter, random_boxes[:, jittered:]], axis=1)
-  regions = np.asarray(clip_xyxy(regions, image_size, image_size), np.float32)
-  tiny = np.minimum(regions[..., 2] - regions[..., 0], regions[..., 3] - regions[..., 1]) < 2
-  return np.where(tiny[..., None], random_boxes, regions).astype(np.float32)
-
-
-def proposal_regions(data: dict) -> tuple[np.ndarray, np.ndarray]:
-  """R-CNN's training regions from `jaxvision.data.proposals.split_proposals` output: each
-  image's ground-truth boxes, then its Selective Search proposals: (boxes [N, G + K, 4],
-  valid [N, G + K])."""
-  regions = np.concatenate([data["boxes"], data["proposals"]], axis=1).astype(np.float32)
-  return regions, np.concatenate([data["gt_valid"], data["proposal_valid"]], axis=1)
-
-
-def sample_batch(rng, regions, labels, batch_images: int, per_image: int,
-                 object_fraction: float = 0.25):
-  """Picks `batch_images` images and `per_image` of their regions each, objects (label > 0)
-  with total probability `object_fraction` where the image has any, never a region labelled
-  -1 (padding): (image index [B], regions [B, R, 4], labels [B, R])."""
-  images = rng.choice(len(regions), batch_images, replace=False)
-  picked = []
-  for i in images:
-    obj, bg = labels[i] > 0, labels[i] == 0
-    n_obj, n_bg = obj.sum(), bg.sum()
-    if n_obj and n_bg:
-      p = np.where(obj, object_fraction / n_obj, np.where(bg, (1 - object_fraction) / n_bg, 0.0))
-    else:
-      p = (obj | bg) / (n_obj + n_bg)
-    picked.append(rng.choice(len(obj), per_image, p=p))
-  picked = np.stack(picked)
-  return (images, np.take_along_axis(regions[images], picked[..., None], axis=1),
-          np.take_along_axis(labels[images], picked, axis=1))
-
-
-def warp(images, boxes, size: int):
-  """Regions `boxes` [B, R, 4] of `images` [B, H, W, C] warped to [B * R, size, size, C]."""
-  crops = roi_align(images, boxes, size, spatial_scale=1.0, sampling_ratio=1, aligned=True)
-  return crops.reshape(-1, size, size, images.shape[-1])
+CONFIG = "jaxvision.configs.multilabel_shapes"
 
 
 # ---- models --------------------------------------------------------------------------------
@@ -137,104 +78,49 @@ def detector_init(classifier: dict, classes) -> dict:
   return with_head(classifier, kernel, bias)
 
 
-def finetune_detector(model, variables: dict, images, regions, labels, *, steps: int,
-                      crop: int, batch_images: int, per_image: int, learning_rate: float,
-                      seed: int) -> dict:
-  """Fine-tunes `model` (outputs: classes + background) with softmax cross-entropy on warped
-  regions; `labels` [N, M] are class + 1 or 0 (background, the last output)."""
-  tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=1e-4)
-  state = TrainState.create(apply_fn=model.apply, params=variables["params"],
-                            batch_stats=variables["batch_stats"], tx=tx)
-  num_outputs = variables["params"]["fc"]["bias"].shape[0]
-
-  @functools.partial(jax.jit, donate_argnums=0)
-  def step(state, images, boxes, targets):
-    x = warp(images, boxes, crop)
-
-    def loss_fn(params):
-      logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x,
-                                       train=True, mutable=["batch_stats"])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets.reshape(-1)).mean()
-      return loss, updates["batch_stats"]
-
-    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    return state.apply_gradients(grads=grads, batch_stats=stats), loss
-
-  rng = np.random.default_rng(seed)
-  for _ in range(steps):
-    idx, boxes, y = sample_batch(rng, regions, labels, batch_images, per_image)
-    y = np.where(y > 0, y - 1, num_outputs - 1).astype(np.int32)
-    state, loss = step(state, jnp.asarray(images[idx]), jnp.asarray(boxes), jnp.asarray(y))
-  return {"params": state.params, "batch_stats": state.batch_stats}
+def detector_config(classifier_config, args):
+  """The fine-tuning's training config: the classifier's model, `classification` of warped
+  regions (`batch_images` x `regions_per_image` per step), AdamW with cosine decay, no warm-up,
+  one evaluation at the end."""
+  c = classifier_config.copy_and_resolve_references()
+  c.task, c.dataset.name = "classification", DATASET
+  c.batch_size = c.eval_batch_size = args.batch_images * args.regions_per_image
+  c.num_train_steps = args.steps
+  c.optimizer.name, c.optimizer.schedule = "adamw", "cosine"
+  c.optimizer.learning_rate, c.optimizer.weight_decay = args.learning_rate, 1e-4
+  c.optimizer.warmup_epochs = 0.0
+  c.log_every_steps = 50
+  c.eval_every_steps = c.checkpoint_every_steps = args.steps
+  c.best_metric, c.plot, c.seed = "accuracy", False, args.seed
+  return c
 
 
-def region_features(model, variables, images, proposals, valid, crop: int,
-                    chunk: int = 512) -> np.ndarray:
-  """Pooled last-stage features [N, P, D] of every valid proposal's warped crop (zero
-  elsewhere), computed over the valid proposals of all images in fixed chunks (one compilation)."""
-  @jax.jit
-  def features(v, im, boxes):
-    maps = model.apply(v, warp(im, boxes[:, None], crop), train=False, features=True)
-    return jnp.mean(maps[-1], axis=(1, 2))
-
-  image_index, box_index = np.nonzero(valid)
-  out = None
-  for start in range(0, len(image_index), chunk):
-    real = np.arange(start, min(start + chunk, len(image_index)))
-    sel = np.resize(real, chunk)
-    f = np.asarray(features(variables, jnp.asarray(images[image_index[sel]]),
-                            jnp.asarray(proposals[image_index[sel], box_index[sel]])))
-    if out is None:
-      out = np.zeros((*valid.shape, f.shape[-1]), np.float32)
-    out[image_index[real], box_index[real]] = f[:len(real)]
-  return out
-
-
-# ---- evaluation ----------------------------------------------------------------------------
-
-def evaluate(scores, proposals, proposal_valid, data, num_classes: int, classes,
-             nms_iou: float = 0.3, max_detections: int = 100) -> np.ndarray:
-  """VOC AP@0.5 [num_classes] (nan for classes not in `classes`) of per-class detections
-  `scores` [N, P, >= num_classes] on `proposals` [N, P, 4], after per-class NMS."""
-  run_nms = jax.jit(functools.partial(nms, iou_threshold=nms_iou, max_output_size=max_detections))
-  evaluator = VOCEvaluator(num_classes, plus_one=False)
-  for i in range(len(proposals)):
-    boxes = proposals[i]
-    det_boxes, det_scores, det_classes = [], [], []
-    for c in classes:
-      s = np.where(proposal_valid[i], scores[i][:, c], -np.inf).astype(np.float32)
-      idx, valid = (np.asarray(a) for a in run_nms(jnp.asarray(boxes), jnp.asarray(s)))
-      idx = idx[valid]
-      det_boxes.append(boxes[idx])
-      det_scores.append(s[idx])
-      det_classes.append(np.full(len(idx), c))
-    gt = data["gt_valid"][i]
-    evaluator.add(np.concatenate(det_boxes or [np.zeros((0, 4))]),
-                  np.concatenate(det_scores or [np.zeros(0)]),
-                  np.concatenate(det_classes or [np.zeros(0, int)]),
-                  data["boxes"][i][gt], data["classes"][i][gt], data["difficult"][i][gt])
-  ap = evaluator.result()["ap_voc12"]
-  out = np.full(num_classes, np.nan)
-  out[list(classes)] = ap[list(classes)]
-  return out
-
-
-def padded_proposals(data: dict, limit: int) -> tuple[np.ndarray, np.ndarray]:
-  """The first `limit` ranked proposals per image; an image with none gets one dummy box
-  (marked invalid) so every image keeps a fixed shape."""
-  limit = max(1, min(limit, int(data["proposal_valid"].sum(axis=1).max())))
-  proposals = data["proposals"][:, :limit]
-  valid = data["proposal_valid"][:, :limit]
-  h, w = data["images"].shape[1:3]
-  proposals = np.where(valid[..., None], proposals, np.array([0, 0, w, h], np.float32))
-  return proposals.astype(np.float32), valid
+def finetune_detector(config, workdir, model, variables: dict, train_set: dict, eval_set: dict,
+                      args) -> dict:
+  """Fine-tunes `model` (outputs: classes + background), starting from `variables`, with
+  softmax cross-entropy on warped regions through fit's loop in `workdir`; returns its final
+  variables. `train_set` and `eval_set`: {images, regions [N, M, 4], labels [N, M] (class + 1,
+  0 background (the last output), -1 never sampled)}."""
+  num_outputs = int(variables["params"]["fc"]["bias"].shape[0])
+  crops = dict(crop=args.crop, per_image=args.regions_per_image, num_outputs=num_outputs,
+               seed=args.seed)
+  held_out = region_eval_set(eval_set["images"], eval_set["regions"], eval_set["labels"], **crops)
+  run = build_memory_run(
+      config, workdir, model=model, num_classes=num_outputs, variables=variables,
+      train_source=region_batches(train_set["images"], train_set["regions"], train_set["labels"],
+                                  batch_images=args.batch_images, **crops),
+      eval_source=lambda size: padded_batches(held_out, size))
+  summary, final = fit_memory_run(run)
+  print(f"{workdir}: region accuracy {summary['eval']['accuracy']:.3f} on "
+        f"{len(held_out['label'])} held-out regions, {summary['train_seconds']:.0f} s", flush=True)
+  return final
 
 
 # ---- the run -------------------------------------------------------------------------------
 
 def _classifier(workdir: pathlib.Path):
-  """(model options, variables) of the multi-label classifier in `workdir`, trained there
-  first (train/configs/multilabel_shapes.py) when it has no checkpoint."""
+  """(training config, variables) of the multi-label classifier in `workdir`, trained there
+  first (jaxvision/configs/multilabel_shapes.py) when it has no checkpoint."""
   import importlib
 
   from jaxvision.training.finetune import load_pretrained
@@ -243,20 +129,49 @@ def _classifier(workdir: pathlib.Path):
     from jaxvision.training.fit import fit
     print(f"training the classifier in {workdir} ({CONFIG})")
     fit(config, workdir)
-  options = config.model.options.to_dict()
-  return options, load_pretrained(workdir, config.model.name, **options)
+  return config, load_pretrained(workdir, config.model.name, **config.model.options.to_dict())
 
 
 def _log(t0: float, message: str) -> None:
   print(f"[{time.time() - t0:6.0f}s] {message}", flush=True)
 
 
-def run(args) -> dict:
+def _first(data: dict, n: int | None) -> dict:
+  """The first `n` (None: all) examples of every array of `data`."""
+  return {k: v[:n] if isinstance(v, np.ndarray) else v for k, v in data.items()}
+
+
+def _training_split(args) -> tuple[dict, np.ndarray, np.ndarray]:
+  """({image (raw pixels), boxes, classes, valid}, regions [N, M, 4], region_valid [N, M]) of
+  the training split, with the regions of `args.train_regions`."""
   from jaxvision.data import crops, detection, proposals as proposals_lib
+  if args.train_regions == "selective_search":
+    data = _first(proposals_lib.split_proposals(DATASET, "train", max_boxes=2000),
+                  args.train_images)
+    train = {"image": data["images"], "boxes": data["boxes"], "classes": data["classes"],
+             "valid": data["gt_valid"]}
+    return (train, *proposal_regions(data))
+  train = crops.load_split(DATASET, "train", limit=args.train_images)
+  spec = detection.get_spec(DATASET)  # load_split normalised the images: back to raw pixels
+  train["image"] = (train["image"] * np.asarray(spec.std, np.float32)
+                    + np.asarray(spec.mean, np.float32)) * 255
+  regions = training_regions(train["boxes"], train["valid"], spec.image_size, seed=args.seed)
+  return train, regions, np.ones(regions.shape[:2], bool)
+
+
+def _region_set(images, regions, labels, keep=None) -> dict:
+  """What `finetune_detector` trains or checks on: the images `keep` (None: all)."""
+  keep = slice(None) if keep is None else keep
+  return {"images": images[keep], "regions": regions[keep], "labels": labels[keep]}
+
+
+def run(args) -> dict:
+  from jaxvision.data import proposals as proposals_lib
   from jaxvision.data.builders.shapes import CLASSES
   from jaxvision.losses.multilabel import multi_hot
 
   t0 = time.time()
+  load = list(np.round(os.getloadavg(), 1))  # 1, 5, 15 min; again at the end
   k_classes = len(CLASSES)
   boxed, label_only = check_split(CLASSES, args.boxed, args.label_only)
   bad = [k for k in args.k if not 1 <= k <= len(boxed)]
@@ -264,45 +179,46 @@ def run(args) -> dict:
     raise ValueError(f"k: expected values in [1, {len(boxed)}] (the boxed classes), got {bad}")
   out_dir = pathlib.Path(args.out)
   out_dir.mkdir(parents=True, exist_ok=True)
-  options, classifier = _classifier(pathlib.Path(args.classifier))
-  spec = detection.get_spec(DATASET)
-  size = spec.image_size
+  classifier_config, classifier = _classifier(pathlib.Path(args.classifier))
+  options = classifier_config.model.options.to_dict()
 
   _log(t0, "reading the training split")
-  if args.train_regions == "selective_search":
-    data = proposals_lib.split_proposals(DATASET, "train", max_boxes=2000)
-    data = {k: v[:args.train_images] if isinstance(v, np.ndarray) else v for k, v in data.items()}
-    train = {"image": proposals_lib.normalise(data["images"], DATASET), "boxes": data["boxes"],
-             "classes": data["classes"], "valid": data["gt_valid"]}
-    regions, region_valid = proposal_regions(data)
-  else:
-    train = crops.load_split(DATASET, "train", limit=args.train_images)
-    regions = training_regions(train["boxes"], train["valid"], size, seed=args.seed)
-    region_valid = np.ones(regions.shape[:2], bool)
-  labels = multi_hot(train["classes"], train["valid"], k_classes)
-  boxed_images = ~labels[:, list(label_only)].any(axis=1)
-  # Boxes of the boxed classes only, their classes renumbered 0..len(boxed)-1.
-  boxed_map = np.full(k_classes, -1)
-  boxed_map[list(boxed)] = np.arange(len(boxed))
-  boxed_valid = train["valid"] & np.isin(train["classes"], boxed)
-  boxed_labels = crops.label_windows(regions, train["boxes"], np.maximum(boxed_map[train["classes"]], 0),
-                                     boxed_valid, object_iou=0.5, background_iou=0.5)
-  all_labels = crops.label_windows(regions, train["boxes"], train["classes"], train["valid"],
-                                   object_iou=0.5, background_iou=0.5)
-  boxed_labels[~region_valid] = all_labels[~region_valid] = -1  # padding: never sampled
-  tune = dict(steps=args.steps, crop=args.crop, batch_images=args.batch_images,
-              per_image=args.regions_per_image, learning_rate=args.learning_rate, seed=args.seed)
+  train, regions, region_valid = _training_split(args)
+
+  def no_label_only(d):  # images without any label-only object
+    return ~multi_hot(d["classes"], d["valid"], k_classes)[:, list(label_only)].any(axis=1)
+
+  boxed_images = no_label_only(train)
+  boxed_labels = region_labels(regions, region_valid, train, boxed)
+  all_labels = region_labels(regions, region_valid, train, range(k_classes))
+
+  test = _first(proposals_lib.split_proposals(DATASET, "test", max_boxes=2000), args.test_images)
+  n = len(test["images"])
+  images = proposals_lib.normalise(test["images"], DATASET)
+  # The fine-tunings' held-out check: ground truth + proposals of the first eval_images.
+  held = _first({"boxes": test["boxes"], "classes": test["classes"], "valid": test["gt_valid"],
+                 "gt_valid": test["gt_valid"], "proposals": test["proposals"],
+                 "proposal_valid": test["proposal_valid"]}, args.eval_images)
+  held_regions, held_valid = proposal_regions(held)
+  held_images = test["images"][:args.eval_images]  # raw pixels, as the training crops
 
   t1 = time.time()
+  config = detector_config(classifier_config, args)
   _log(t0, f"fine-tuning the detector on {', '.join(args.boxed)} ({boxed_images.sum()} images)")
   model_boxed = create_model("resnet", num_classes=len(boxed) + 1, **options)
-  detector = finetune_detector(model_boxed, detector_init(classifier, boxed),
-                               train["image"][boxed_images], regions[boxed_images],
-                               boxed_labels[boxed_images], **tune)
+  detector = finetune_detector(
+      config, out_dir / "runs" / "adapted", model_boxed, detector_init(classifier, boxed),
+      _region_set(train["image"], regions, boxed_labels, boxed_images),
+      _region_set(held_images, held_regions,
+                  region_labels(held_regions, held_valid, held, boxed), no_label_only(held)),
+      args)
   _log(t0, f"fine-tuning the upper bound on all classes ({len(train['image'])} images)")
   model_all = create_model("resnet", num_classes=k_classes + 1, **options)
-  upper = finetune_detector(model_all, detector_init(classifier, range(k_classes)),
-                            train["image"], regions, all_labels, **tune)
+  upper = finetune_detector(
+      config, out_dir / "runs" / "upper_bound", model_all,
+      detector_init(classifier, range(k_classes)), _region_set(train["image"], regions, all_labels),
+      _region_set(held_images, held_regions,
+                  region_labels(held_regions, held_valid, held, range(k_classes))), args)
   train_seconds = time.time() - t1
 
   c_vec, d_vec = fc_vectors(classifier), fc_vectors(detector)
@@ -310,11 +226,7 @@ def run(args) -> dict:
   no_transfer = lsda[args.k[0]].copy()
   no_transfer[:, list(label_only)] = c_vec[:, list(label_only)]
 
-  test = proposals_lib.split_proposals(DATASET, "test", max_boxes=2000)
-  n = args.test_images or len(test["images"])
-  test = {k: v[:n] if isinstance(v, np.ndarray) else v for k, v in test.items()}
   boxes, valid = padded_proposals(test, args.proposals)
-  images = proposals_lib.normalise(test["images"], DATASET)
   model_cls = create_model("resnet", num_classes=k_classes, **options)
 
   t2 = time.time()
@@ -355,7 +267,7 @@ def run(args) -> dict:
       "adaptation_images": int(boxed_images.sum()), "test_images": n,
       "proposals_per_image": float(valid.sum(1).mean()), "steps": args.steps,
       "finetune_seconds": train_seconds, "test_seconds": test_seconds,
-      "seconds": time.time() - t0,
+      "seconds": time.time() - t0, "load_average": load + list(np.round(os.getloadavg(), 1)),
   }
   table = format_table(rows)
   (out_dir / "table.md").write_text(table + "\n")
@@ -400,6 +312,8 @@ def main(argv=None):
                       "or jittered ground truth + uniform random boxes")
   p.add_argument("--test_images", type=int, default=None, help="default: the whole test split")
   p.add_argument("--proposals", type=int, default=300, help="ranked proposals per test image")
+  p.add_argument("--eval_images", type=int, default=100,
+                 help="test images whose regions check each fine-tuning (region accuracy)")
   p.add_argument("--seed", type=int, default=0)
   run(p.parse_args(argv))
 

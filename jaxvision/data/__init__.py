@@ -1,22 +1,35 @@
 """TFDS input pipelines, augmentations and offline dataset builders.
 
-The only package of jaxvision that imports TensorFlow.
+The only package of jaxvision that imports TensorFlow, and only when a pipeline is used: the
+names below load their modules on first access (PEP 562), so `jaxvision.data.config` and
+`jaxvision.data.datasets` import without TensorFlow. Modules that use TFDS import
+`tfds_offline` (no network, quiet CPU-only TensorFlow) and `builders` (the offline builders)
+first.
 """
 
-# Side effects first: no network for TFDS, quiet CPU-only TensorFlow.
-from jaxvision.data import tfds_offline  # noqa: F401  isort: skip
-# Registers the offline builders (`digits`) with TFDS.
-from jaxvision.data import builders  # noqa: F401  isort: skip
-from jaxvision.data.datasets import DATASETS, DatasetSpec, get_spec
-from jaxvision.data.pipeline import (
-    DatasetInfo, dataset_info, eval_batches, train_batches)
+import importlib
 
-__all__ = [
-    "DATASETS",
-    "DatasetInfo",
-    "DatasetSpec",
-    "dataset_info",
-    "eval_batches",
-    "get_spec",
-    "train_batches",
-]
+# Public name -> the module of this package that defines it.
+_LAZY = {
+    "DATASETS": "datasets",
+    "DatasetInfo": "datasets",
+    "DatasetSpec": "datasets",
+    "get_spec": "datasets",
+    "dataset_info": "pipeline",
+    "eval_batches": "pipeline",
+    "train_batches": "pipeline",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+  if name not in _LAZY:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+  globals()[name] = value  # later look-ups skip this function
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(__all__))

@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision.models.sliding_window import crop_and_resize
+from jaxvision.data.config import default_dataset_config
 from jaxvision.ops.boxes import box_iou, yxyx_to_xyxy
+from jaxvision.ops.crop import crop_and_resize
 
 
 _box_iou = jax.jit(box_iou)
@@ -152,20 +153,19 @@ def load_split(name: str = "shapes_detection/64", split: str = "train", limit: i
   `split` "train" (its first epoch's order) or "test" (the evaluation split); `limit` examples
   at most.
   """
-  from jaxvision.data import detection
-  from jaxvision.training.config import default_config
+  from jaxvision.data import pipeline  # TensorFlow only here
   if split not in ("train", "test"):
     raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
-  c = default_config().dataset
+  c = default_dataset_config()
   c.name, c.data_dir, c.crop_padding, c.flip = name, data_dir, 0, False
-  info = detection.dataset_info(c)
+  info = pipeline.dataset_info(c)
   total = info.num_train if split == "train" else info.num_eval
   total = total if limit is None else min(total, limit)
   batch = 100
   if split == "train":
-    batches = detection.train_batches(c, batch, seed=0)
+    batches = pipeline.train_batches(c, batch, seed=0)
   else:
-    batches = detection.eval_batches(c, batch)
+    batches = pipeline.eval_batches(c, batch)
   parts = []
   for _ in range(-(-total // batch)):
     b = next(batches)

@@ -1,6 +1,31 @@
-"""The datasets the pipeline knows (classification and segmentation), and their defaults."""
+"""The classification and segmentation datasets, their defaults, and a dataset config resolved
+against them (no TensorFlow here)."""
 
 import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a model and a training loop need to know about a dataset.
+
+  Attributes:
+    name: dataset name (as in the config).
+    num_classes: number of labels.
+    image_shape: (H, W, C) of the images the pipeline produces.
+    num_train: examples in the whole training split (all hosts).
+    num_eval: examples in the whole eval split (all hosts).
+    mean, std: per-channel statistics of pixel values scaled to [0, 1]; a normalised image is
+      `(x / 255 - mean) / std` (jaxvision.training.steps normalises raw batches on the device).
+  """
+
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  num_train: int
+  num_eval: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +98,9 @@ DATASETS: dict[str, DatasetSpec] = {
             eval_split="test", num_classes=10, image_shape=(8, 8, 1),
             mean=(0.3054,), std=(0.3760,), crop_padding=1, flip=False,
             offline_build=True),
+        DatasetSpec(  # throughput benchmarks only (jaxvision/data/builders/noise.py)
+            name="noise32", tfds_name="noise32", num_classes=10, mean=(0.5,) * 3,
+            std=(0.2887,) * 3, offline_build=True, **_CIFAR),
         DatasetSpec(
             name="mnist", tfds_name="mnist", train_split="train",
             eval_split="test", num_classes=10, image_shape=(28, 28, 1),
@@ -122,3 +150,53 @@ def get_spec(name: str) -> DatasetSpec:
     raise ValueError(
         f"dataset name: unknown dataset {name!r}; "
         f"expected one of {sorted(DATASETS)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """A dataset config resolved against the dataset's defaults."""
+
+  spec: DatasetSpec
+  data_dir: str | None
+  image_shape: tuple[int, int, int]
+  random_crop: bool
+  crop_padding: int
+  flip: bool
+  shuffle_buffer: int
+
+
+def settings(dataset_config: Any) -> Settings:
+  """Validates `dataset_config` and fills in the dataset defaults."""
+  spec = get_spec(dataset_config.name)
+  size = dataset_config.image_size
+  if not isinstance(size, int) or size < 0:
+    raise ValueError("dataset_config.image_size must be an int >= 0 "
+                     f"(0: native size); got {size!r}")
+  padding = dataset_config.crop_padding
+  if not isinstance(padding, int) or padding < -1:
+    raise ValueError("dataset_config.crop_padding must be an int >= -1 "
+                     f"(-1: dataset default, 0: no crop); got {padding!r}")
+  if spec.crop in ("inception", "scale"):
+    if padding > 0:
+      raise ValueError(
+          f"dataset_config.crop_padding: {spec.name} uses a random resized "
+          f"crop ({spec.crop!r}), so crop_padding must be -1 (on) or 0 (off); "
+          f"got {padding}")
+    random_crop = padding != 0
+  else:
+    padding = spec.crop_padding if padding == -1 else padding
+    random_crop = padding > 0
+  buffer = check_shuffle_buffer(dataset_config.shuffle_buffer)
+  flip = spec.flip if dataset_config.flip is None else bool(dataset_config.flip)
+  height, _, channels = spec.image_shape
+  side = size or height
+  return Settings(spec=spec, data_dir=dataset_config.data_dir,
+                  image_shape=(side, side, channels), random_crop=random_crop,
+                  crop_padding=padding, flip=flip, shuffle_buffer=buffer)
+
+
+def check_shuffle_buffer(buffer: Any) -> int:
+  """`dataset_config.shuffle_buffer`, checked (an int >= 1)."""
+  if not isinstance(buffer, int) or buffer < 1:
+    raise ValueError(f"dataset_config.shuffle_buffer must be an int >= 1; got {buffer!r}")
+  return buffer

@@ -13,32 +13,30 @@ offset in the output square (a crop when larger, padding with the mean colour wh
 and a left-right flip; boxes move with the image, those whose centre leaves it are dropped, the
 rest are clipped to it. Images are resized to a square (aspect ratio not kept, as YOLO does).
 
-Order and augmentation are pure functions of (seed, epoch) and (seed, example position) as in
-`jaxvision.data.pipeline`, so `start_step=k` resumes exactly. An example with more than N
+The stream (`jaxvision.data.stream`) orders, shards, seeds and batches the examples as for every
+dataset kind, so `start_step=k` resumes exactly. An example with more than N
 boxes is an error, unless `drop_extra_boxes` is set: then the first N are kept and a warning
 says how many were dropped.
 """
 
 from __future__ import annotations
 
+# Side effects first: no network for TFDS, quiet CPU-only TensorFlow.
+from jaxvision.data import tfds_offline  # noqa: F401  isort: skip
+
 import dataclasses
 import logging
 import math
-import operator
-import sys
 from collections.abc import Iterator
 from typing import Any
 
-import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core.utils import tqdm_utils
 
-from jaxvision.data import augment
-from jaxvision.data.pipeline import DatasetInfo, _count, _local_batch_size, _options
+from jaxvision.data import augment, source, stream
+from jaxvision.data.datasets import DatasetInfo, check_shuffle_buffer
 
-Batch = dict[str, np.ndarray]
 _log = logging.getLogger(__name__)
 
 _IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -116,7 +114,8 @@ def get_spec(name: str) -> DetectionSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Settings:
+class Settings:
+  """A detection dataset config resolved against the spec's defaults."""
   spec: DetectionSpec
   data_dir: str | None
   size: int
@@ -127,7 +126,7 @@ class _Settings:
   drop_extra_boxes: bool
 
 
-def _settings(c: Any) -> _Settings:
+def settings(c: Any) -> Settings:
   """Validates a dataset config against the spec's defaults."""
   spec = get_spec(c.name)
   size = c.image_size
@@ -138,31 +137,18 @@ def _settings(c: Any) -> _Settings:
   if padding not in (-1, 0):
     raise ValueError(f"dataset_config.crop_padding: {spec.name} uses a random rescale and crop, "
                      f"so crop_padding must be -1 (on) or 0 (off); got {padding!r}")
-  if not isinstance(c.shuffle_buffer, int) or c.shuffle_buffer < 1:
-    raise ValueError(f"dataset_config.shuffle_buffer must be an int >= 1; got {c.shuffle_buffer!r}")
+  shuffle_buffer = check_shuffle_buffer(c.shuffle_buffer)
   max_boxes = getattr(c, "max_boxes", 0) or spec.max_boxes
   if not isinstance(max_boxes, int) or max_boxes < 1:
     raise ValueError(f"dataset_config.max_boxes must be an int >= 1 (0: {spec.max_boxes}); "
                      f"got {max_boxes!r}")
-  return _Settings(spec=spec, data_dir=c.data_dir, size=size or spec.image_size,
-                   random_crop=padding != 0, flip=spec.flip if c.flip is None else bool(c.flip),
-                   shuffle_buffer=c.shuffle_buffer, max_boxes=max_boxes,
-                   drop_extra_boxes=bool(getattr(c, "drop_extra_boxes", False)))
+  return Settings(spec=spec, data_dir=c.data_dir, size=size or spec.image_size,
+                  random_crop=padding != 0, flip=spec.flip if c.flip is None else bool(c.flip),
+                  shuffle_buffer=shuffle_buffer, max_boxes=max_boxes,
+                  drop_extra_boxes=bool(getattr(c, "drop_extra_boxes", False)))
 
 
-def _builder(name: str, s: _Settings) -> tfds.core.DatasetBuilder:
-  builder = tfds.builder(name, data_dir=s.data_dir)
-  if s.spec.offline_build and not builder.is_prepared():
-    shown = tqdm_utils._active  # pylint: disable=protected-access
-    tfds.display_progress_bar(False)
-    try:
-      builder.download_and_prepare()
-    finally:
-      tfds.display_progress_bar(shown)
-  return builder
-
-
-def _fields(ex: dict, s: _Settings) -> dict:
+def _fields(ex: dict, s: Settings) -> dict:
   """{image uint8, boxes [n, 4], classes int32 [n], difficult bool [n], dropped int32} with at
   most N boxes (an error beyond N unless drop_extra_boxes)."""
   objects = ex["objects"]
@@ -185,19 +171,13 @@ def _fields(ex: dict, s: _Settings) -> dict:
           "image_size": tf.shape(ex["image"])[:2]}
 
 
-def _read(sources, s: _Settings, *, split_for_process: bool, cache: bool) -> tf.data.Dataset:
-  index, count = jax.process_index(), jax.process_count()
-  ds = None
-  for name, split in sources:
-    builder = _builder(name, s)
-    if split_for_process:
-      split = tfds.split_for_jax_process(split, process_index=index, process_count=count,
-                                         drop_remainder=True)
-    part = builder.as_dataset(split=split, shuffle_files=False,
-                              read_config=tfds.ReadConfig(try_autocache=False))
-    part = part.map(lambda ex: _fields(ex, s))
-    ds = part if ds is None else ds.concatenate(part)
-  return ds.cache() if cache else ds
+def read(sources: source.Sources, s: Settings, *, shard: bool,
+         drop_remainder: bool = True) -> tf.data.Dataset:
+  """Examples {image uint8, boxes, classes, difficult, dropped, image_size} of `sources` in a
+  fixed order: this host's share (`shard`) or all of them."""
+  return source.read(sources, lambda ex: _fields(ex, s), data_dir=s.data_dir,
+                     offline_build=s.spec.offline_build, shard=shard,
+                     drop_remainder=drop_remainder)
 
 
 def _pad(x: tf.Tensor, n: int) -> tf.Tensor:
@@ -251,7 +231,8 @@ def _flip(image, boxes, seed):
   return image, tf.cond(flip, lambda: flipped, lambda: boxes)
 
 
-def _train_example(ex: dict, s: _Settings, seed: tf.Tensor) -> dict:
+def train_example(ex: dict, s: Settings, seed: tf.Tensor) -> dict:
+  """Augmented training example (see the module doc), boxes padded to max_boxes."""
   spec = s.spec
   colour_seed, crop_seed, flip_seed = augment.split_seed(seed, 3)
   keep = tf.logical_not(ex["difficult"])
@@ -267,15 +248,15 @@ def _train_example(ex: dict, s: _Settings, seed: tf.Tensor) -> dict:
     image = augment.resize(image, s.size)
   if s.flip:
     image, boxes = _flip(image, boxes, flip_seed)
-  image = augment.normalize(image, spec.mean, spec.std)
   n = tf.shape(classes)[0]
   return {"image": tf.ensure_shape(image, (s.size, s.size, len(spec.mean))),
           "boxes": _pad(boxes, s.max_boxes), "classes": _pad(classes, s.max_boxes),
           "valid": tf.range(s.max_boxes) < n, "dropped": ex["dropped"]}
 
 
-def _eval_example(ex: dict, s: _Settings) -> dict:
-  image = augment.normalize(augment.resize(ex["image"], s.size), s.spec.mean, s.spec.std)
+def eval_example(ex: dict, s: Settings) -> dict:
+  """Eval example: resized, boxes padded to max_boxes, `weight` 1."""
+  image = augment.resize(ex["image"], s.size)
   n = tf.shape(ex["classes"])[0]
   return {"image": tf.ensure_shape(image, (s.size, s.size, len(s.spec.mean))),
           "boxes": _pad(ex["boxes"], s.max_boxes), "classes": _pad(ex["classes"], s.max_boxes),
@@ -284,10 +265,22 @@ def _eval_example(ex: dict, s: _Settings) -> dict:
           "weight": tf.constant(1.0, tf.float32)}
 
 
-def _numpy_batches(ds: tf.data.Dataset, s: _Settings) -> Iterator[Batch]:
-  """numpy batches without the `dropped` count, which is reported as a warning."""
+def padding_example(s: Settings) -> dict:
+  """An eval row of weight 0 (no valid boxes)."""
+  n, channels = s.max_boxes, len(s.spec.mean)
+  return {
+      "image": tf.zeros((s.size, s.size, channels), tf.float32),
+      "boxes": tf.zeros((n, 4), tf.float32), "classes": tf.zeros((n,), tf.int32),
+      "valid": tf.zeros((n,), tf.bool), "difficult": tf.zeros((n,), tf.bool),
+      "image_size": tf.constant([s.size, s.size], tf.int32), "dropped": tf.constant(0, tf.int32),
+      "weight": tf.constant(0.0, tf.float32),
+  }
+
+
+def finish(batches: Iterator[stream.Batch], s: Settings) -> Iterator[stream.Batch]:
+  """The batches without the `dropped` count, which is reported as a warning."""
   total = 0
-  for batch in tfds.as_numpy(ds.with_options(_options())):
+  for batch in batches:
     dropped = int(batch.pop("dropped").sum())
     if dropped:
       total += dropped
@@ -296,95 +289,38 @@ def _numpy_batches(ds: tf.data.Dataset, s: _Settings) -> Iterator[Batch]:
     yield batch
 
 
-def _num_examples(sources, s: _Settings) -> int:
-  total = 0
-  for name, split in sources:
-    builder = _builder(name, s)
-    splits = builder.info.splits
-    if splits:
-      total += splits[split].num_examples
-    else:  # no recorded splits (mocked in tests): count by reading
-      total += _count(builder.as_dataset(split=split, shuffle_files=False))
-  return total
+def _num_examples(sources: source.Sources, s: Settings) -> int:
+  return source.num_examples(sources, data_dir=s.data_dir, offline_build=s.spec.offline_build)
 
 
-def dataset_info(dataset_config: Any) -> DatasetInfo:
-  """The `DatasetInfo` of a detection dataset config."""
-  s = _settings(dataset_config)
+def info(s: Settings) -> DatasetInfo:
+  """The `DatasetInfo` of a detection dataset."""
   return DatasetInfo(name=s.spec.name, num_classes=s.spec.num_classes,
                      image_shape=(s.size, s.size, len(s.spec.mean)),
                      num_train=_num_examples(s.spec.train, s),
-                     num_eval=_num_examples((s.spec.eval,), s))
+                     num_eval=_num_examples((s.spec.eval,), s), mean=tuple(s.spec.mean),
+                     std=tuple(s.spec.std))
 
 
-def train_batches(dataset_config: Any, global_batch_size: int, seed: int,
-                  start_step: int = 0) -> Iterator[Batch]:
-  """Infinite iterator of augmented training batches for this host (see the module doc);
-  `start_step=k` yields batches k, k+1, ... of the run started at 0."""
-  s = _settings(dataset_config)
-  batch_size = _local_batch_size(global_batch_size)
-  start_step = operator.index(start_step)
-  if start_step < 0:
-    raise ValueError(f"start_step must be >= 0; got {start_step}")
-  examples = _read(s.spec.train, s, split_for_process=True, cache=s.spec.cache)
-  per_epoch = _count(examples)
-  if per_epoch == 0:
-    raise ValueError(f"dataset {s.spec.name}: the training split of process "
-                     f"{jax.process_index()} has no examples")
-  index, count = jax.process_index(), jax.process_count()
-  shuffle_key = tf.constant([seed, 0], tf.int64)
-  augment_key = tf.constant([seed, 1], tf.int64)
-
-  def epoch(e):
-    key = tf.random.experimental.stateless_fold_in(shuffle_key, e)
-    epoch_seed = tf.random.stateless_uniform([], seed=key, minval=None, maxval=None,
-                                             dtype=tf.int64)
-    return examples.shuffle(s.shuffle_buffer, seed=epoch_seed)
-
-  def preprocess(position, ex):
-    key = tf.random.experimental.stateless_fold_in(augment_key, position * count + index)
-    return _train_example(ex, s, key)
-
-  first = start_step * batch_size
-  ds = tf.data.Dataset.range(first // per_epoch, sys.maxsize).flat_map(epoch)
-  ds = ds.skip(first % per_epoch).enumerate(start=first)
-  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  return _numpy_batches(ds, s)
+def train_examples(s: Settings) -> tf.data.Dataset:
+  ds = read(s.spec.train, s, shard=True)
+  return ds.cache() if s.spec.cache else ds
 
 
-def eval_batches(dataset_config: Any, global_batch_size: int) -> Iterator[Batch]:
-  """One pass over this host's part of the eval split in full-size batches, padded with rows
-  of weight 0 (no valid boxes) so every host yields the same number of batches."""
-  s = _settings(dataset_config)
-  batch_size = _local_batch_size(global_batch_size)
-  index, count = jax.process_index(), jax.process_count()
-  name, split = s.spec.eval
-  total = _num_examples((s.spec.eval,), s)
-  split = tfds.split_for_jax_process(split, process_index=index, process_count=count,
-                                     drop_remainder=False)
-  examples = _read(((name, split),), s, split_for_process=False, cache=False)
-  local = _count(examples)
-  largest_host = -(-total // count)
-  num_batches = -(-largest_host // batch_size)
-  ds = examples.map(lambda ex: _eval_example(ex, s), num_parallel_calls=tf.data.AUTOTUNE)
-  n, channels = s.max_boxes, len(s.spec.mean)
-  padding = tf.data.Dataset.from_tensors({
-      "image": tf.zeros((s.size, s.size, channels), tf.float32),
-      "boxes": tf.zeros((n, 4), tf.float32), "classes": tf.zeros((n,), tf.int32),
-      "valid": tf.zeros((n,), tf.bool), "difficult": tf.zeros((n,), tf.bool),
-      "image_size": tf.constant([s.size, s.size], tf.int32), "dropped": tf.constant(0, tf.int32),
-      "weight": tf.constant(0.0, tf.float32),
-  }).repeat(num_batches * batch_size - local)
-  ds = ds.concatenate(padding).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  return _numpy_batches(ds, s)
+def eval_examples(s: Settings) -> tuple[tf.data.Dataset, int]:
+  return read((s.spec.eval,), s, shard=True, drop_remainder=False), _num_examples((s.spec.eval,), s)
+
+
+KIND = stream.Kind(settings=settings, info=info, train_examples=train_examples,
+                   eval_examples=eval_examples, train_example=train_example,
+                   eval_example=eval_example, padding_example=padding_example, finish=finish)
 
 
 def training_box_sizes(dataset_config: Any, limit: int | None = None) -> np.ndarray:
   """(w, h) [M, 2] of the training boxes (image fractions), e.g. for YOLOv2's k-means anchors
   (`jaxvision.ops.kmeans_anchors`); difficult boxes excluded; `limit` examples at most."""
-  s = _settings(dataset_config)
-  ds = _read(s.spec.train, s, split_for_process=False, cache=False)
+  s = settings(dataset_config)
+  ds = read(s.spec.train, s, shard=False)
   if limit:
     ds = ds.take(limit)
   ds = ds.map(lambda ex: tf.boolean_mask(ex["boxes"], tf.logical_not(ex["difficult"])))

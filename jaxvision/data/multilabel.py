@@ -10,13 +10,13 @@ pipeline's.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 import ml_collections
 
-from jaxvision.data import detection
-from jaxvision.data.pipeline import DatasetInfo
+from jaxvision.data import detection, stream
 from jaxvision.losses.multilabel import multi_hot
 
 # Multi-label name -> the detection dataset it reads.
@@ -31,42 +31,23 @@ def is_multilabel(name: str) -> bool:
   return isinstance(name, str) and name in SOURCES
 
 
-def _source(dataset_config: Any) -> ml_collections.ConfigDict:
-  """The config with the name of the detection dataset it reads."""
+def settings(dataset_config: Any) -> detection.Settings:
+  """The source's detection settings, its spec under the multi-label name."""
   if not is_multilabel(dataset_config.name):
     raise ValueError(f"dataset name: unknown multi-label dataset {dataset_config.name!r}; "
                      f"expected one of {sorted(SOURCES)}")
   c = ml_collections.ConfigDict(dict(dataset_config))
   c.name = SOURCES[dataset_config.name]
-  return c
+  s = detection.settings(c)
+  return dataclasses.replace(s, spec=dataclasses.replace(s.spec, name=dataset_config.name))
 
 
-def _labelled(batches, num_classes: int, keep: tuple[str, ...]) -> Iterator[dict]:
-  for b in batches:
-    out = {k: b[k] for k in keep if k in b}
-    out["labels"] = multi_hot(b["classes"], b["valid"], num_classes)
+def finish(batches: Iterator[stream.Batch], s: detection.Settings) -> Iterator[stream.Batch]:
+  """{image, labels (multi-hot), weight (evaluation)} of the detection batches."""
+  for b in detection.finish(batches, s):
+    out = {k: b[k] for k in ("image", "weight") if k in b}
+    out["labels"] = multi_hot(b["classes"], b["valid"], s.spec.num_classes)
     yield out
 
 
-def dataset_info(dataset_config: Any) -> DatasetInfo:
-  """The source's `DatasetInfo` under the multi-label name."""
-  info = detection.dataset_info(_source(dataset_config))
-  return DatasetInfo(name=dataset_config.name, num_classes=info.num_classes,
-                     image_shape=info.image_shape, num_train=info.num_train,
-                     num_eval=info.num_eval)
-
-
-def train_batches(dataset_config: Any, global_batch_size: int, seed: int,
-                  start_step: int = 0) -> Iterator[dict]:
-  """{image, labels} training batches (see the module doc); resumable as the source's."""
-  source = _source(dataset_config)
-  k = detection.get_spec(source.name).num_classes
-  return _labelled(detection.train_batches(source, global_batch_size, seed, start_step), k,
-                   ("image",))
-
-
-def eval_batches(dataset_config: Any, global_batch_size: int) -> Iterator[dict]:
-  """{image, labels, weight} evaluation batches, padded as the source's."""
-  source = _source(dataset_config)
-  k = detection.get_spec(source.name).num_classes
-  return _labelled(detection.eval_batches(source, global_batch_size), k, ("image", "weight"))
+KIND = dataclasses.replace(detection.KIND, settings=settings, finish=finish)

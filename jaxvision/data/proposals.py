@@ -9,6 +9,9 @@ the padding) and a checksum of the images, so a rebuilt dataset is noticed and r
 
 from __future__ import annotations
 
+# Side effects first: no network for TFDS, quiet CPU-only TensorFlow.
+from jaxvision.data import tfds_offline  # noqa: F401  isort: skip
+
 import logging
 import os
 import pathlib
@@ -36,12 +39,10 @@ def _sources(spec: detection.DetectionSpec, split: str) -> tuple[tuple[str, str]
 
 def _examples(spec: detection.DetectionSpec, sources, data_dir) -> dict:
   """The split's original images and padded ground truth (pixel xyxy)."""
-  # pylint: disable=protected-access
-  s = detection._Settings(
+  s = detection.Settings(
       spec=spec, data_dir=data_dir, size=spec.image_size, random_crop=False, flip=False,
       shuffle_buffer=1, max_boxes=spec.max_boxes, drop_extra_boxes=False)
-  ds = detection._read(sources, s, split_for_process=False, cache=False)
-  # pylint: enable=protected-access
+  ds = detection.read(sources, s, shard=False)
   images, yxyx, classes, difficult = [], [], [], []
   for ex in tfds.as_numpy(ds):
     images.append(ex["image"])

@@ -1,7 +1,7 @@
 """Per-example transforms of segmentation datasets: the same crop, scale and flip for image and mask.
 
-`jaxvision.data.pipeline` orders, shards, seeds and batches the examples exactly as for
-classification (deterministic and resumable) and calls these for datasets of kind
+The stream (`jaxvision.data.stream`) orders, shards, seeds and batches the examples exactly as
+for classification (deterministic and resumable) and calls these for datasets of kind
 "segmentation". Masks are int32 [H, W] with 255 = ignore; image and mask are resized to the
 output size when they do not have it (image bilinear, mask nearest).
 """
@@ -12,7 +12,7 @@ import math
 
 import tensorflow as tf
 
-from jaxvision.data import augment
+from jaxvision.data import augment, source
 
 IGNORE_LABEL = 255
 
@@ -57,7 +57,7 @@ def _random_scale_and_crop(image, mask, size: int, scale_range, pad_value, seed)
 
 
 def train_example(ex: dict, settings, seed: tf.Tensor) -> dict:
-  """Augmented training example {image float32 [S, S, C] normalised, mask int32 [S, S]}."""
+  """Augmented training example {image float32 [S, S, C] in [0, 255], mask int32 [S, S]}."""
   spec = settings.spec
   size = settings.image_shape[0]
   crop_seed, flip_seed = augment.split_seed(seed, 2)
@@ -69,7 +69,6 @@ def train_example(ex: dict, settings, seed: tf.Tensor) -> dict:
     both = augment.random_flip(tf.concat([image, tf.cast(mask, tf.float32)[..., None]], -1),
                                flip_seed)
     image, mask = both[..., :-1], tf.cast(both[..., -1], tf.int32)
-  image = augment.normalize(image, spec.mean, spec.std)
   return {"image": tf.ensure_shape(image, settings.image_shape),
           "mask": tf.ensure_shape(mask, settings.image_shape[:2])}
 
@@ -77,7 +76,6 @@ def train_example(ex: dict, settings, seed: tf.Tensor) -> dict:
 def eval_example(ex: dict, settings) -> dict:
   """Eval example {image, mask, weight 1}: resized to the output size, no randomness."""
   image, mask = _resized(ex["image"], ex["mask"], settings.image_shape[0])
-  image = augment.normalize(image, settings.spec.mean, settings.spec.std)
   return {"image": tf.ensure_shape(image, settings.image_shape),
           "mask": tf.ensure_shape(mask, settings.image_shape[:2]),
           "weight": tf.constant(1.0, tf.float32)}
@@ -88,3 +86,6 @@ def padding_example(settings) -> dict:
   return {"image": tf.zeros(settings.image_shape, tf.float32),
           "mask": tf.fill(settings.image_shape[:2], tf.constant(IGNORE_LABEL, tf.int32)),
           "weight": tf.constant(0.0, tf.float32)}
+
+
+KIND = source.spec_kind(fields, train_example, eval_example, padding_example)

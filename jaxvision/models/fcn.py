@@ -20,7 +20,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.models.registry import create_model, register_model
+from jaxvision.models.backbones import make_backbone
+from jaxvision.models.registry import register_model
 from jaxvision.nn.checks import check_images
 from jaxvision.nn.upsample import ConvTranspose, bilinear_upsample, upsample_geometry
 
@@ -95,9 +96,8 @@ class FCN(nn.Module):
 def _fcn(variant: int, *, num_classes: int, backbone: str = "resnet18",
          backbone_options: dict | None = None, axis_name: str | None = None,
          dtype: Any = jnp.float32, learn_final_upsample: bool = False) -> FCN:
-  options = backbone_options or {}
-  options = options.to_dict() if hasattr(options, "to_dict") else dict(options)  # ConfigDict
-  net = create_model(backbone, num_classes=num_classes, axis_name=axis_name, dtype=dtype, **options)
+  net = make_backbone(backbone, backbone_options, num_classes=num_classes, axis_name=axis_name,
+                      dtype=dtype)
   return FCN(backbone=net, num_classes=num_classes, variant=variant,
              learn_final_upsample=learn_final_upsample, dtype=dtype)
 

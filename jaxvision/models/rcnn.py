@@ -10,16 +10,16 @@ For every proposal (pixel (x1, y1, x2, y2) boxes from outside, e.g. selective se
   zero (the mean colour of normalised input, the paper's mean fill);
 - the CNN: a registry backbone on each warped region separately (one pass per region, the cost
   the lecture charges R-CNN with), its `feature_level` map as the region's "pool5";
-- the head (`jaxvision.models.faster_rcnn.BoxHead`, shared with Fast R-CNN and SPP-net): two
+- the head (`jaxvision.models.roi_heads.BoxHead`, shared with Fast R-CNN and SPP-net): two
   fully connected layers ("fc6", "fc7"), a linear classifier over background + `num_classes`
   and class-specific box deltas (the paper's regression of the proposal box, coded by
   `jaxvision.ops.encode_boxes` with weights 10, 10, 5, 5);
-- detections: softmax, decode, NMS per class (`jaxvision.models.faster_rcnn.postprocess`).
+- detections: softmax, decode, NMS per class (`jaxvision.models.roi_heads.postprocess`).
 
 Differences from the paper, as Fast R-CNN later argued for: one softmax classifier trained with
 the CNN instead of per-class SVMs after fine-tuning, and the box regressor trained jointly (on
 fc7, smooth L1) instead of ridge regression on pool5. Training RoIs are sampled as in the
-paper's fine-tuning (`jaxvision.models.faster_rcnn.sample_rois`): foreground IoU >= 0.5 with a
+paper's fine-tuning (`jaxvision.models.roi_heads.sample_rois`): foreground IoU >= 0.5 with a
 true box, background below, up to 1:3, the true boxes added as proposals.
 
 `RegionDetector` holds what R-CNN and SPP-net (`jaxvision.models.sppnet`) share; they differ only
@@ -31,7 +31,7 @@ Proposal handling (documented, never an error inside jit): boxes are clipped to 
 (a window larger than the image becomes the whole image); boxes that are empty after clipping,
 inverted or not finite are dropped (invalid); an image whose proposals are all invalid gives no
 detections (in training its RoIs are its true boxes); an empty proposal set (P = 0) is padded
-to one invalid box.
+to one invalid box. `init` without proposals (as the run builder calls it) uses the whole image.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvision.models.faster_rcnn import (BoxHead, check_head_options, pixel_targets,
-                                          postprocess_batch, sample_rois_batch, sampling_key)
-from jaxvision.models.registry import create_model, module_options, register_model
+from jaxvision.models.backbones import make_backbone
+from jaxvision.models.registry import module_options, register_model
+from jaxvision.models.roi_heads import RoIDetector
 from jaxvision.nn.checks import check_images, check_positive_int
 from jaxvision.ops.boxes import clip_xyxy
 from jaxvision.ops.roi import roi_align
@@ -114,42 +114,15 @@ def check_proposals(proposals, proposal_valid, batch: int) -> None:
                      f"{tuple(jnp.shape(proposal_valid))}")
 
 
-class RegionDetector(nn.Module):
+class RegionDetector(RoIDetector):
   """Classifies and regresses given proposals from per-region features (subclasses say how).
 
   `__call__(x, *, train, targets=None, proposals, proposal_valid=None)` as
-  `FasterRCNN` in Fast R-CNN mode (see the module doc for the proposal handling).
-
-  Attributes:
-    backbone: a module whose `__call__(x, *, train, features=True)` returns feature maps.
-    num_classes: object classes K (the head adds a background class).
-    feature_level: index of the backbone map used as the region feature (-1: the last).
-    representation_size: width of the head's two fully connected layers.
-    roi_fg_iou, roi_bg_iou, roi_bg_iou_low, roi_batch_size, roi_positive_fraction: training
-      RoIs per image (`sample_rois`).
-    score_threshold, nms_threshold, max_detections, pre_nms_top_k, min_size: detections
-      (`postprocess`).
-    box_smooth_l1_beta: the box regression loss's beta (`jaxvision.losses.rcnn`).
-    axis_name: BatchNorm statistics averaged over this mapped axis (pmap).
-    dtype: computation dtype (parameters and outputs float32).
+  `FasterRCNN` in Fast R-CNN mode (see the module doc for the proposal handling). The
+  attributes are `jaxvision.models.roi_heads.RoIDetector`'s, with 128 training RoIs per image
+  (`roi_batch_size`); `feature_level` picks the backbone map used as the region feature.
   """
-  backbone: nn.Module
-  num_classes: int
-  feature_level: int = -1
-  representation_size: int = 1024
-  roi_fg_iou: float = 0.5
-  roi_bg_iou: float = 0.5
-  roi_bg_iou_low: float = 0.0
   roi_batch_size: int = 128
-  roi_positive_fraction: float = 0.25
-  score_threshold: float = 0.05
-  nms_threshold: float = 0.5
-  max_detections: int = 100
-  pre_nms_top_k: int = 1000
-  min_size: float = 1e-2
-  box_smooth_l1_beta: float = 1 / 9
-  axis_name: str | None = None
-  dtype: Any = jnp.float32
 
   def region_features(self, x, boxes, train: bool):
     """Features [B, R, ...] of the pixel boxes [B, R, 4] of images `x` [B, H, W, C]."""
@@ -159,26 +132,25 @@ class RegionDetector(nn.Module):
   def __call__(self, x, *, train: bool, targets: dict | None = None, proposals=None,
                proposal_valid=None):
     check_images(x)
-    check_head_options(self)
+    self.check_head_options()
+    if proposals is None and self.is_initializing():  # `init` on images alone: the whole image
+      whole = jnp.array([0.0, 0.0, x.shape[2], x.shape[1]], jnp.float32)
+      proposals = jnp.broadcast_to(whole, (x.shape[0], 1, 4))
     check_proposals(proposals, proposal_valid, x.shape[0])
-    if train and targets is None:
-      raise ValueError("targets: training needs the batch's boxes, classes and valid "
-                       "(targets={'boxes': ..., 'classes': ..., 'valid': ...})")
+    gt = self.gt_targets(targets, x, train)
     image_hw = x.shape[1:3]
     boxes, valid = clean_proposals(proposals, proposal_valid, image_hw)
     out = {"proposals": {"boxes": boxes, "valid": valid}}
-    head = BoxHead(self.num_classes, self.representation_size, self.dtype, name="box_head")
-    if targets is not None:
-      # The target checks, sampling and post-processing are Faster R-CNN's.
-      gt = pixel_targets(targets, x.shape[0], image_hw)
-      keys = jax.random.split(sampling_key(self, train), x.shape[0])
-      rois, labels, reg = sample_rois_batch(self, keys, boxes, valid, gt)
+    head = self.box_head()
+    if gt is not None:
+      keys = self.sampling_keys(train, x.shape[0])
+      rois, labels, reg = self.sample_rois_batch(keys, boxes, valid, gt)
       logits, deltas = head(self.region_features(x, jax.lax.stop_gradient(rois), train))
       out["roi"] = {"logits": logits, "deltas": deltas, "labels": labels, "targets": reg,
                     "rois": rois}
     if not train:
       logits, deltas = head(self.region_features(x, boxes, train))
-      out["detections"] = postprocess_batch(self, logits, deltas, boxes, valid, image_hw)
+      out["detections"] = self.postprocess_batch(logits, deltas, boxes, valid, image_hw)
     return out
 
 
@@ -203,11 +175,8 @@ def detector_factory(cls: type[RegionDetector]):
   def factory(*, num_classes: int, backbone: str = "resnet50",
               backbone_options: dict | None = None, axis_name: str | None = None,
               dtype: Any = jnp.float32, **options) -> RegionDetector:
-    backbone_options = backbone_options or {}
-    if hasattr(backbone_options, "to_dict"):  # a ConfigDict from a training config
-      backbone_options = backbone_options.to_dict()
-    net = create_model(backbone, num_classes=num_classes, axis_name=axis_name, dtype=dtype,
-                       **backbone_options)
+    net = make_backbone(backbone, backbone_options, num_classes=num_classes,
+                        axis_name=axis_name, dtype=dtype)
     return cls(backbone=net, num_classes=num_classes, axis_name=axis_name, dtype=dtype, **options)
 
   return factory

@@ -38,6 +38,7 @@ import numpy as np
 
 from jaxvision.models.fully_convolutional import fully_convolutional
 from jaxvision.nn.checks import check_positive_int
+from jaxvision.ops.crop import crop_and_resize
 from jaxvision.ops.nms import batched_nms
 from jaxvision.ops.roi import roi_align
 
@@ -114,13 +115,6 @@ def window_scales(image_size: Sequence[int], window_sizes: Sequence[float], inpu
 def window_boxes(scales: Sequence[Scale]) -> np.ndarray:
   """All windows' (x1, y1, x2, y2) boxes [K, 4] in the order of the logits."""
   return np.concatenate([s.boxes() for s in scales])
-
-
-def crop_and_resize(images, boxes, size: int, sampling_ratio: int = 0):
-  """Crops `boxes` [B, K, 4] (x1, y1, x2, y2 pixels) from `images` [B, H, W, C] and warps each to
-  size x size: RoIAlign with pixel centres aligned (`sampling_ratio <= 0`: ceil(side / size)
-  bilinear samples per output pixel). Returns [B, K, size, size, C]."""
-  return roi_align(images, boxes, size, sampling_ratio=sampling_ratio, aligned=True)
 
 
 def _check_image(image):

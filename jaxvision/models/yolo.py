@@ -25,7 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvision.models.registry import create_model, register_model
+from jaxvision.models.backbones import make_backbone
+from jaxvision.models.registry import register_model
 from jaxvision.nn import residual
 from jaxvision.nn.checks import check_images
 from jaxvision.ops.boxes import cxcywh_to_yxyx, clip_yxyx
@@ -208,11 +209,8 @@ def detect(model: YOLO, outputs):
 def _yolo(version: int, *, num_classes: int, backbone: str = "resnet18",
           backbone_options: dict | None = None, axis_name: str | None = None,
           dtype: Any = jnp.float32, anchors=None, **options) -> YOLO:
-  backbone_options = backbone_options or {}
-  if hasattr(backbone_options, "to_dict"):  # a ConfigDict from a training config
-    backbone_options = backbone_options.to_dict()
-  net = create_model(backbone, num_classes=num_classes, axis_name=axis_name, dtype=dtype,
-                     **backbone_options)
+  net = make_backbone(backbone, backbone_options, num_classes=num_classes, axis_name=axis_name,
+                      dtype=dtype)
   if version == 1:
     anchors = ()
   else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 from jax import lax
 
-from jaxvision.nn.ode import patches_conv
+from jaxvision.nn.ode_field import patches_conv
 
 SMALL_OUTPUT = 16  # output pixels (H * W) up to which XLA:CPU convolutions run as im2col
 

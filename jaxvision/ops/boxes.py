@@ -7,10 +7,18 @@ Formats (last axis of size 4):
 Areas and IoU follow `torchvision.ops.box_area` / `box_iou`: no +1 pixel convention, no
 epsilon (two empty boxes have IoU 0 / 0 = nan, as in torchvision). They only need corner
 boxes, so they work on yxyx and xyxy boxes alike (the product of the sides is the same).
+
+Like torchvision's `_upcast`, areas, IoU and GIoU first widen narrow boxes so that sides and
+areas cannot overflow: float16 / bfloat16 -> float32; int8 / uint8 / bool -> int32; wider
+integers -> int64 under `jax_enable_x64`, else int32 (exact up to areas of 2**31 - 1, i.e.
+sides up to 46340). Integer boxes give integer areas and float IoUs.
+A box with a NaN coordinate has a NaN area, and NaN IoU / GIoU with every box (NaN propagates
+through min and max); the format conversions keep the input dtype and propagate NaN too.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 
@@ -19,6 +27,19 @@ def _check_boxes(boxes, name: str = "boxes"):
   if boxes.ndim < 1 or boxes.shape[-1] != 4:
     raise ValueError(f"{name}: expected boxes [..., 4], got shape {tuple(boxes.shape)}")
   return boxes
+
+
+def upcast(boxes):
+  """`boxes` in a dtype wide enough for their areas (see the module docstring)."""
+  dtype = jnp.dtype(boxes.dtype)
+  if jnp.issubdtype(dtype, jnp.floating):
+    return boxes if dtype.itemsize >= 4 else boxes.astype(jnp.float32)
+  wide = jnp.int64 if jax.config.jax_enable_x64 and dtype.itemsize > 1 else jnp.int32
+  return boxes if dtype == wide else boxes.astype(wide)
+
+
+def _corners(boxes, name: str = "boxes"):
+  return upcast(_check_boxes(boxes, name))
 
 
 def yxyx_to_xyxy(boxes, height, width):
@@ -63,8 +84,9 @@ def cxcywh_to_yxyx(boxes):
 
 
 def area(boxes):
-  """Area of corner boxes [..., 4] -> [...], `(c2 - c0) * (c3 - c1)` (negative if inverted)."""
-  boxes = _check_boxes(boxes)
+  """Area of corner boxes [..., 4] -> [...], `(c2 - c0) * (c3 - c1)` (negative if inverted),
+  in the upcast dtype (torchvision's `box_area`)."""
+  boxes = _corners(boxes)
   return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
@@ -78,7 +100,7 @@ def _intersection_union(a, b):
 
 def iou(a, b):
   """IoU of corresponding corner boxes: `a` and `b` [..., 4] broadcast -> [...]."""
-  inter, union = _intersection_union(_check_boxes(a, "a"), _check_boxes(b, "b"))
+  inter, union = _intersection_union(_corners(a, "a"), _corners(b, "b"))
   return inter / union
 
 
@@ -90,7 +112,7 @@ def box_iou(a, b):
 
 def giou(a, b):
   """Generalised IoU (Rezatofighi et al. 2019) of corresponding corner boxes -> [...]."""
-  a, b = _check_boxes(a, "a"), _check_boxes(b, "b")
+  a, b = _corners(a, "a"), _corners(b, "b")
   inter, union = _intersection_union(a, b)
   lo = jnp.minimum(a[..., :2], b[..., :2])
   hi = jnp.maximum(a[..., 2:], b[..., 2:])

@@ -14,6 +14,10 @@ Semantics are those of `torchvision.ops.nms` and `batched_nms`:
   implementation-defined beyond 16 boxes (insertion sort, i.e. stable, up to 16);
 - the kept indices come sorted by decreasing score.
 Corner boxes may be (x1, y1, x2, y2) or (ymin, xmin, ymax, xmax): the IoU is the same.
+Boxes are upcast first (`boxes.upcast`: float16 -> float32, small integers -> int32), so the
+IoU is computed in float32 (or wider) and the threshold is rounded to the IoU's dtype.
+NaN: a box with a NaN coordinate has IoU NaN with every box, so it neither suppresses nor is
+suppressed (kept if its score passes); a NaN score is never kept and never suppresses.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision.ops.boxes import iou
+from jaxvision.ops.boxes import iou, upcast
 
 
 def _check(boxes, scores, max_output_size):
@@ -40,7 +44,7 @@ def _check(boxes, scores, max_output_size):
     size = -1
   if size < 0:
     raise ValueError(f"max_output_size: expected a static int >= 0, got {max_output_size!r}")
-  return boxes, scores, size
+  return upcast(boxes), scores, size
 
 
 def _exact_threshold(threshold, dtype):
@@ -66,7 +70,8 @@ def nms(boxes, scores, iou_threshold, max_output_size: int, score_threshold=-jnp
   n = boxes.shape[0]
   if n == 0 or size == 0:
     return jnp.zeros((size,), jnp.int32), jnp.zeros((size,), bool)
-  iou_threshold = _exact_threshold(iou_threshold, boxes.dtype)
+  iou_dtype = boxes.dtype if jnp.issubdtype(boxes.dtype, jnp.floating) else jnp.result_type(float)
+  iou_threshold = _exact_threshold(iou_threshold, iou_dtype)
   score_threshold = _exact_threshold(score_threshold, scores.dtype)
   order = jnp.argsort(scores, descending=True, stable=True)
   sorted_boxes = boxes[order]

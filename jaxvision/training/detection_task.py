@@ -20,11 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision.losses.yolo import yolo_loss
-from jaxvision.metrics.coco import CocoEvaluator
+from jaxvision.metrics.coco import STAT_NAMES, CocoEvaluator
 from jaxvision.metrics.voc import VOCEvaluator
-from jaxvision.models import create_model
 from jaxvision.models.yolo import YOLO, detect
+from jaxvision.training.task import Accumulator, Task
 from jaxvision.training.validation import check_image, check_keys
+
 
 def _pixels(yxyx, height: float, width: float) -> np.ndarray:
   """Normalised (ymin, xmin, ymax, xmax) -> pixel (x1, y1, x2, y2), numpy on the host."""
@@ -32,7 +33,7 @@ def _pixels(yxyx, height: float, width: float) -> np.ndarray:
   return yxyx[:, [1, 0, 3, 2]] * np.array([width, height, width, height])
 
 
-class DetectionAccumulator:
+class DetectionAccumulator(Accumulator):
   """Collects gathered eval outputs on the host; `result()` scores them."""
 
   def __init__(self, num_classes: int, pixel_plus_one: bool, coco: bool = True):
@@ -68,7 +69,7 @@ class DetectionAccumulator:
     return out
 
 
-class Detection:
+class Detection(Task):
   """YOLO loss (per-term metrics); VOC and COCO AP of the decoded detections in evaluation."""
 
   batch_keys = ("image", "boxes", "classes", "valid")
@@ -81,6 +82,12 @@ class Detection:
     self.pixel_plus_one, self.coco = pixel_plus_one, coco
     self.num_overlays, self.class_names = num_overlays, class_names
 
+  @property
+  def eval_metric_names(self) -> tuple[str, ...]:
+    names = ("loss", "accuracy", "map_voc07", "map_voc12")
+    names += tuple(f"ap_voc12_{c}" for c in range(self.num_classes))
+    return names + (tuple(f"coco_{k}" for k in STAT_NAMES) if self.coco else ())
+
   @staticmethod
   def check_model(model) -> None:
     if not isinstance(model, YOLO):
@@ -88,12 +95,11 @@ class Detection:
                        f"{type(model).__name__}")
 
   @classmethod
-  def from_config(cls, config) -> "Detection":
+  def from_config(cls, config, model=None) -> "Detection":
+    """The task around `model`, the detector the run built from `config`."""
     from jaxvision.data import detection  # TensorFlow only here
 
     spec = detection.get_spec(config.dataset.name)
-    model = create_model(config.model.name, num_classes=spec.num_classes,
-                         **config.model.options)
     return cls(model, spec.num_classes, pixel_plus_one=spec.pixel_plus_one)
 
   def loss(self, outputs, batch) -> tuple[jax.Array, dict]:
@@ -125,7 +131,7 @@ class Detection:
     if self.num_overlays <= 0:
       return
     from jaxvision import data  # TensorFlow only here
-    from jaxvision.analysis.detection_overlays import save_detections
+    from jaxvision.plots.detection_overlays import save_detections
     from jaxvision.data import detection
 
     batch = next(data.eval_batches(config.dataset, global_batch_size=config.eval_batch_size))

@@ -144,7 +144,7 @@ def _checkpoint_step(path: pathlib.Path) -> pathlib.Path:
   steps = [p for p in path.iterdir() if p.name.isdigit() and (p / "default").is_dir()]
   if not steps:
     raise FileNotFoundError(f"model.pretrained: no checkpoint in {path} (expected a jaxvision "
-                            "workdir, e.g. runs/resnet20_digits from train/configs/demo.py)")
+                            "workdir, e.g. runs/resnet20_digits from the demo config)")
   return max(steps, key=lambda p: int(p.name))
 
 

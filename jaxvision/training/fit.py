@@ -1,8 +1,7 @@
-"""The training loop: `fit(config, workdir)`.
+"""The training loop: `fit(config, workdir)` = `build_run` (jaxvision.training.run) + `fit_run`.
 
-Builds the model, optimizer and data from a config, resumes from the workdir's latest
-checkpoint, trains with a progress bar, evaluates and checkpoints every epoch (by default),
-and on SIGTERM/SIGINT saves before it stops. A non-finite loss stops the run without saving
+Resumes from the workdir's latest checkpoint, trains with a progress bar, evaluates and
+checkpoints every epoch (by default), and on SIGTERM/SIGINT saves before it stops. A non-finite loss stops the run without saving
 over the last good checkpoint. Multi-host (docs/SCALING.md): every process runs `fit` on the
 same workdir and reads its own shard of the data; process 0 writes metrics and checkpoints.
 """
@@ -10,7 +9,6 @@ same workdir and reads its own shard of the data; process 0 writes metrics and c
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 import signal
 import time
@@ -19,13 +17,12 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxvision.models import create_model
-from jaxvision.training import config as config_lib
-from jaxvision.training import distributed, finetune, optim, parallel
+from jaxvision.training import distributed
 from jaxvision.training.checkpoint import Checkpointer
-from jaxvision.training.metric_writer import MetricWriter, read_metrics
-from jaxvision.training.tasks import make_task
-from jaxvision.training.train_state import create_train_state
+from jaxvision.training.metric_window import MetricWindow
+from jaxvision.training.metric_writer import read_metrics
+from jaxvision.training.prefetch import prefetch_to_device
+from jaxvision.training.run import Run, build_run
 
 
 class TrainingInterrupted(Exception):
@@ -65,11 +62,14 @@ class _StopRequest:
       signal.signal(sig, handler)
 
 
-def _agreed_signal(stop: _StopRequest) -> int:
+def _agreed_signal(stop: _StopRequest, sync: bool) -> int:
   """The signal that stops the run (0: none). With several processes, any process's signal
-  stops all of them at the same step, so that they save together."""
+  stops all of them at the same step, so that they save together: they agree at sync steps
+  (`sync`: log, eval and checkpoint steps) only, never on ordinary steps."""
   signum = stop.signum or 0
   if jax.process_count() > 1:
+    if not sync:
+      return 0
     from jax.experimental import multihost_utils
     signum = int(np.max(multihost_utils.process_allgather(np.int32(signum))))
   return signum
@@ -82,69 +82,45 @@ def _check_finite(params, step: int, ckpt: Checkpointer, workdir: pathlib.Path) 
                         "parameters); lower optimizer.learning_rate or check the data")
 
 
+def _check_window(window: MetricWindow, since: int, done: int, ckpt: Checkpointer,
+                  workdir: pathlib.Path) -> None:
+  """Fetches the window's metrics; NonFiniteLoss names the step of the first non-finite loss
+  among steps `since`+1..`done` (fetched together)."""
+  bad = window.check()
+  if bad is not None:
+    step, loss = bad
+    raise NonFiniteLoss(f"loss is {loss} at step {step + 1}; stopped without saving (the last "
+                        f"checkpoint, step {ckpt.latest_step()} in {workdir}, holds finite "
+                        f"parameters; steps {since + 1}-{done} were checked together at step "
+                        f"{done}); lower optimizer.learning_rate or check the data")
+
+
 def _every(value: int, steps_per_epoch: int) -> int:
   return steps_per_epoch if value <= 0 else value
 
 
 def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the summary."""
-  from jaxvision import data  # TensorFlow is needed for the input pipeline only
+  return fit_run(build_run(config, workdir), progress=progress)
 
-  config_lib.check_config(config)
-  distributed.initialize(config.distributed)  # a no-op on one process
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  info = data.dataset_info(config.dataset)
-  n_dev = jax.device_count()  # over all processes
-  if config.parallel == "pmap" and jax.process_count() > 1:
-    raise ValueError(f"config.parallel: 'pmap' averages gradients over this process's devices "
-                     f"only; with {jax.process_count()} processes expected 'jit'")
-  for key in ("batch_size", "eval_batch_size"):
-    if config[key] <= 0 or config[key] % n_dev:
-      raise ValueError(f"config.{key}: {config[key]} does not divide across {n_dev} devices; "
-                       f"expected a positive multiple of {n_dev}")
-  steps_per_epoch = info.num_train // config.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"config.batch_size: {config.batch_size} is larger than the {info.num_train} "
-                     "training examples")
-  total_steps = (config.num_train_steps if config.num_train_steps > 0
-                 else int(math.ceil(config.num_epochs * steps_per_epoch)))
 
-  axis_name = parallel.PMAP_AXIS if config.parallel == "pmap" else None
-  model = create_model(config.model.name, num_classes=info.num_classes, axis_name=axis_name,
-                       **config.model.options)
-  schedule = optim.make_schedule(config.optimizer, steps_per_epoch=steps_per_epoch,
-                                 total_steps=total_steps, batch_size=config.batch_size)
-  tx = finetune.make_optimizer(optim.make_optimizer(config.optimizer, schedule), config)
-  task = make_task(config)
-  dp = parallel.data_parallel(config.parallel, task, l1=config.optimizer.l1, schedule=schedule,
-                              log_intermediates=tuple(config.log_intermediates))
+def fit_run(run: Run, *, progress: bool = True) -> dict:
+  """Trains a built run to `run.total_steps`, closes it and returns the summary (written to
+  `summary.json`, with `curves.png` if `config.plot`, by the primary process).
 
-  ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric)
-  ckpt.check_run({"model": config.model.name, "model_options": config.model.options.to_dict(),
-                  "dataset": config.dataset.name, "num_classes": info.num_classes,
-                  "image_shape": list(info.image_shape)})
-  rng = jax.random.key(config.seed)
-  init_rng, step_rng = jax.random.split(rng)
-  state = create_train_state(model, tx, init_rng, info.image_shape)
-  state = finetune.prepare_state(state, config, load_pretrained_weights=ckpt.latest_step() is None)
-  state = ckpt.restore_latest(state)
-  start = int(state.step)
-  state = dp.put_state(state)
-
-  writer = MetricWriter(workdir)
-  eval_every = _every(config.eval_every_steps, steps_per_epoch)
-  ckpt_every = _every(config.checkpoint_every_steps, steps_per_epoch)
-  check = dict(image_shape=info.image_shape, num_classes=info.num_classes)
-  batches = data.train_batches(config.dataset, global_batch_size=config.batch_size,
-                               seed=config.seed, start_step=start)
-
-  def evaluate(state):
-    acc = task.accumulator()
-    for b in data.eval_batches(config.dataset, global_batch_size=config.eval_batch_size):
-      task.check_batch(b, **check)
-      acc.add(dp.eval_step(state, b))
-    return acc.result()
+  Ordinary steps never wait for the devices: the next batch is put on the devices while the
+  current step runs, and metrics stay there until a log, eval or checkpoint step fetches them
+  (train rows in metrics.jsonl are means over the steps since the last log step, with the
+  window's `images_per_s`).
+  """
+  config, workdir, dp, ckpt, writer = run.config, run.workdir, run.dp, run.ckpt, run.writer
+  state, start, total_steps = run.state, run.start_step, run.total_steps
+  eval_every = _every(config.eval_every_steps, run.steps_per_epoch)
+  ckpt_every = _every(config.checkpoint_every_steps, run.steps_per_epoch)
+  batches = prefetch_to_device(run.train_batches(), dp.put_batch)
+  window = MetricWindow()
+  checked = start  # the steps up to here had finite losses
+  tick, tick_step = time.perf_counter(), start  # the last log step and when it ended
 
   t0 = time.time()
   eval_metrics = None
@@ -155,42 +131,47 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
   try:
     with _StopRequest() as stop:
       for step in bar:
-        batch = next(batches)
-        task.check_batch(batch, **check)
-        state, metrics = dp.train_step(state, batch, step_rng)
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not math.isfinite(metrics["loss"]):
-          raise NonFiniteLoss(f"loss is {metrics['loss']} at step {step}; stopped without saving "
-                              f"(the last checkpoint, step {ckpt.latest_step()} in {workdir}, "
-                              "holds finite parameters); lower optimizer.learning_rate or check "
-                              "the data")
+        state, metrics = dp.train_step_on_device(state, next(batches), run.step_rng)
+        window.add(step, metrics)
         done = step + 1
-        if done % config.log_every_steps == 0 or done == total_steps:
-          writer.write(done, "train", {**metrics, "epoch": done / steps_per_epoch})
-          bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-        if done % eval_every == 0 or done == total_steps:
-          eval_metrics = evaluate(state)
+        log = done % config.log_every_steps == 0 or done == total_steps
+        evaluate = done % eval_every == 0 or done == total_steps
+        checkpoint = done % ckpt_every == 0 or done == total_steps
+        signum = _agreed_signal(stop, sync=log or evaluate or checkpoint)
+        if not (log or evaluate or checkpoint or signum):
+          continue
+        _check_window(window, checked, done, ckpt, workdir)
+        checked = done
+        if log:
+          now = time.perf_counter()
+          train = {**window.mean(), "epoch": done / run.steps_per_epoch,
+                   "images_per_s": (done - tick_step) * config.batch_size / (now - tick)}
+          tick, tick_step = now, done
+          writer.write(done, "train", train)
+          bar.set_postfix(loss=f"{train['loss']:.3f}")
+        if evaluate:
+          eval_metrics = run.evaluate(state)
           writer.write(done, "eval", eval_metrics)
-          bar.set_postfix({"loss": f"{metrics['loss']:.3f}", f"eval_{config.best_metric}":
+          bar.set_postfix({"loss": f"{train['loss']:.3f}" if log else "-",
+                           f"eval_{config.best_metric}":
                            f"{eval_metrics.get(config.best_metric, float('nan')):.4f}"})
-        signum = _agreed_signal(stop)
-        if done % ckpt_every == 0 or done == total_steps or signum:
-          host_state = jax.device_get(dp.get_state(state))
+        if checkpoint or signum:
+          host_state = run.host_state(state)
           _check_finite(host_state.params, done, ckpt, workdir)
-          ckpt.save(host_state, eval_metrics if done % eval_every == 0 or
-                    done == total_steps else None)
+          ckpt.save(host_state, eval_metrics if evaluate else None)
         if signum:
           raise TrainingInterrupted(signum, done, workdir)
+        if evaluate or checkpoint:  # not the training's time: restart the images/s window
+          tick = time.perf_counter()
     if eval_metrics is None:  # resumed after the last step: evaluate the restored state
-      eval_metrics = evaluate(state)
+      eval_metrics = run.evaluate(state)
     best_step, best = ckpt.best_metrics()
   finally:
     bar.close()
-    writer.close()
-    ckpt.close()
+    run.close()
 
   summary = {"model": config.model.name, "dataset": config.dataset.name, "steps": total_steps,
-             "epochs": total_steps / steps_per_epoch, "eval_loss": eval_metrics["loss"],
+             "epochs": total_steps / run.steps_per_epoch, "eval_loss": eval_metrics["loss"],
              "eval": eval_metrics, "eval_accuracy": eval_metrics.get("accuracy"),
              "best_metric": config.best_metric, "best_step": best_step,
              "best_value": None if best is None else best.get(config.best_metric),
@@ -201,9 +182,9 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
     return summary
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   if config.plot:
-    from jaxvision.analysis.plots import plot_training_curves
+    from jaxvision.plots.curves import plot_training_curves  # matplotlib only where it is used
     plot_training_curves(read_metrics(writer.path), workdir / "curves.png",
                          title=f"{config.model.name} on {config.dataset.name}")
-  if hasattr(task, "on_train_end"):  # e.g. segmentation overlays; on this process's devices
-    task.on_train_end(jax.device_get(dp.get_state(state)), config, workdir)
+  # e.g. segmentation overlays; on this process's devices
+  run.task.on_train_end(run.host_state(state), config, workdir)
   return summary

@@ -20,7 +20,9 @@ import numpy as np
 
 from jaxvision.losses.multilabel import multi_hot, sigmoid_cross_entropy
 from jaxvision.metrics.multilabel import mean_average_precision, per_class_ap, top1
+from jaxvision.training.task import Accumulator, Task
 from jaxvision.training.validation import check_image, check_keys
+
 
 def _targets(batch: dict, num_classes: int):
   if "labels" in batch:
@@ -28,7 +30,7 @@ def _targets(batch: dict, num_classes: int):
   return multi_hot(batch["classes"], batch["valid"], num_classes)
 
 
-class ScoreAccumulator:
+class ScoreAccumulator(Accumulator):
   """Collects per-image scores and labels of real (weight > 0) rows; `result()` scores them."""
 
   def __init__(self):
@@ -51,7 +53,7 @@ class ScoreAccumulator:
     return out
 
 
-class MultiLabelClassification:
+class MultiLabelClassification(Task):
   """Sigmoid cross-entropy over classes; mAP, per-class AP and top-1 over the eval split."""
 
   batch_keys = ("image", "labels")
@@ -61,9 +63,14 @@ class MultiLabelClassification:
     self.num_classes = num_classes
 
   @classmethod
-  def from_config(cls, config) -> "MultiLabelClassification":
+  def from_config(cls, config, model=None) -> "MultiLabelClassification":
+    del model
     from jaxvision import data  # TensorFlow only here
     return cls(data.dataset_info(config.dataset).num_classes)
+
+  @property
+  def eval_metric_names(self) -> tuple[str, ...]:
+    return ("loss", "map", "top1", "accuracy") + tuple(f"ap_{k}" for k in range(self.num_classes))
 
   def loss(self, logits, batch) -> tuple[jax.Array, dict]:
     labels = _targets(batch, self.num_classes)

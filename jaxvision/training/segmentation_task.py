@@ -17,37 +17,30 @@ import numpy as np
 
 from jaxvision.losses.segmentation import IGNORE_LABEL, pixel_cross_entropy_sum, valid_pixels
 from jaxvision.metrics.segmentation import confusion_matrix, segmentation_scores
+from jaxvision.training.task import SumAccumulator, Task
 from jaxvision.training.validation import check_image, check_keys
 
 
-class _SumAccumulator:
-  """Adds eval outputs on the host in 64 bits (a split's pixel counts can exceed int32)."""
+class Segmentation(Task):
+  """Per-pixel softmax cross-entropy over non-ignored pixels; loss, pixel accuracy, IoU, mIoU.
 
-  def __init__(self, summarize):
-    self._total, self._summarize = None, summarize
-
-  def add(self, outputs: dict) -> None:
-    outputs = {k: np.asarray(v, np.float64) for k, v in jax.device_get(outputs).items()}
-    self._total = outputs if self._total is None else {k: self._total[k] + v
-                                                        for k, v in outputs.items()}
-
-  def result(self) -> dict:
-    return self._summarize(self._total)
-
-
-class Segmentation:
-  """Per-pixel softmax cross-entropy over non-ignored pixels; loss, pixel accuracy, IoU, mIoU."""
+  `num_classes` (the model's, when known) only names the per-class `iou_<k>` eval metrics.
+  """
 
   batch_keys = ("image", "mask")
   eval_reduce = "sum"
 
-  def __init__(self, num_overlays: int = 8):
-    self.num_overlays = num_overlays
+  def __init__(self, num_overlays: int = 8, num_classes: int | None = None):
+    self.num_overlays, self.num_classes = num_overlays, num_classes
 
   @classmethod
-  def from_config(cls, config) -> "Segmentation":
+  def from_config(cls, config, model=None) -> "Segmentation":
     del config  # nothing to configure yet
-    return cls()
+    return cls(num_classes=None if model is None else model.num_classes)
+
+  @property
+  def eval_metric_names(self) -> tuple[str, ...]:
+    return ("loss", "accuracy", "miou") + tuple(f"iou_{k}" for k in range(self.num_classes or 0))
 
   def loss(self, logits, batch) -> tuple[jax.Array, dict]:
     mask = batch["mask"]
@@ -64,8 +57,8 @@ class Segmentation:
     return {"loss": total, "pixels": count,
             "confusion": confusion_matrix(mask, jnp.argmax(logits, -1), logits.shape[-1], weights)}
 
-  def accumulator(self) -> _SumAccumulator:
-    return _SumAccumulator(self.summarize)
+  def accumulator(self) -> SumAccumulator:
+    return SumAccumulator(self.summarize)
 
   @staticmethod
   def summarize(sums: dict) -> dict:
@@ -83,7 +76,7 @@ class Segmentation:
     if self.num_overlays <= 0 or jax.process_index() != 0:
       return
     from jaxvision import data  # TensorFlow only here
-    from jaxvision.analysis.segmentation_overlays import save_overlays
+    from jaxvision.plots.segmentation_overlays import save_overlays
 
     batch = next(data.eval_batches(config.dataset, global_batch_size=config.eval_batch_size))
     keep = batch["weight"] > 0

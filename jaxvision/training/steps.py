@@ -1,4 +1,4 @@
-"""Pure train and eval steps around a task (jaxvision.training.tasks).
+"""Pure train and eval steps around a task (jaxvision.training.task.Task).
 
 `train_step(state, batch, rng) -> (state, metrics)` is one body for every parallel wrapper:
 under jit with a sharded batch it sees the global batch; under pmap (`axis_name` set) it sees
@@ -15,16 +15,20 @@ import jax.numpy as jnp
 import optax
 
 from jaxvision.losses import l1_penalty
-from jaxvision.training.tasks import Classification
+from jaxvision.training.classification_task import Classification
+from jaxvision.training.normalize import Stats, with_normalized_images
+from jaxvision.training.task import Task
 
 RNG_STREAMS = ("stochastic_depth", "dropout")
 
 
-def model_kwargs(task, batch, train: bool) -> dict:
-  """Extra keyword arguments of the model's call from the task's optional
-  `model_kwargs(batch, train)` hook (e.g. a detector's training targets); none by default."""
-  hook = getattr(task, "model_kwargs", None)
-  return hook(batch, train=train) if hook is not None else {}
+def _task(task: Task | None) -> Task:
+  """`task`, or classification when None."""
+  if task is None:
+    return Classification()
+  if not isinstance(task, Task):
+    raise TypeError(f"task: got {type(task).__name__}; expected a jaxvision.training.task.Task")
+  return task
 
 
 def intermediate_metrics(intermediates, names: Sequence[str]) -> dict:
@@ -39,22 +43,35 @@ def intermediate_metrics(intermediates, names: Sequence[str]) -> dict:
   return out
 
 
-def make_train_step(task=None, *, l1: float = 0.0, schedule: optax.Schedule | None = None,
-                    axis_name: str | None = None, log_intermediates: Sequence[str] = ()) -> Callable:
-  """Returns `train_step(state, batch, rng) -> (state, metrics)`.
+def make_train_step(task: Task | None = None, *, l1: float = 0.0,
+                    schedule: optax.Schedule | None = None, axis_name: str | None = None,
+                    log_intermediates: Sequence[str] = (), normalize: Stats | None = None) -> Callable:
+  """Returns `train_step(state, batch, rng) -> (state, metrics)` of `task` (classification
+  when None).
+
+  `normalize`: (mean, std) of the dataset (`DatasetInfo.mean/std`) when the batch's images
+  come raw from the pipeline (`train_batches(..., normalize=False)`: uint8 or float32 in
+  [0, 255]); the step normalises them on the device. None: images are already normalised.
 
   `log_intermediates` names values the model sows into "intermediates" (e.g. an ODE block's
   'nfe') that are summed over the model and logged as metrics.
+
+  The step checks nothing about the batch (it is traced, so it cannot look at values): labels
+  out of range, negative or float, and images of another rank, channel count or dtype, give a
+  loss or an error from deep inside the model. Check host batches first with
+  `task.check_batch(batch, image_shape=..., num_classes=...)`, or train through
+  `parallel.data_parallel(...)`, whose steps check every host batch.
   """
-  task = task or Classification()
+  task = _task(task)
   collections = ["batch_stats"] + (["intermediates"] if log_intermediates else [])
 
   def train_step(state, batch, rng):
+    batch = with_normalized_images(batch, normalize)
     step_rng = jax.random.fold_in(rng, state.step)
-    # A task may add rng streams (its optional `rng_streams`), e.g. a detector's "sampling".
-    streams = RNG_STREAMS + tuple(getattr(task, "rng_streams", ()))
+    # A task may add rng streams (`task.rng_streams`), e.g. a detector's "sampling".
+    streams = RNG_STREAMS + tuple(task.rng_streams)
     rngs = dict(zip(streams, jax.random.split(step_rng, len(streams))))
-    kwargs = model_kwargs(task, batch, train=True)
+    kwargs = task.model_kwargs(batch, train=True)
 
     def loss_fn(params):
       outputs, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
@@ -76,13 +93,16 @@ def make_train_step(task=None, *, l1: float = 0.0, schedule: optax.Schedule | No
   return train_step
 
 
-def make_eval_step(task=None, axis_name: str | None = None) -> Callable:
-  """Returns `eval_step(state, batch) -> task.eval_outputs(...)`, combined over `axis_name`."""
-  task = task or Classification()
+def make_eval_step(task: Task | None = None, axis_name: str | None = None,
+                   normalize: Stats | None = None) -> Callable:
+  """Returns `eval_step(state, batch) -> task.eval_outputs(...)`, combined over `axis_name`
+  (`normalize`: as in `make_train_step`)."""
+  task = _task(task)
 
   def eval_step(state, batch):
+    batch = with_normalized_images(batch, normalize)
     outputs = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                             batch["image"], train=False, **model_kwargs(task, batch, False))
+                             batch["image"], train=False, **task.model_kwargs(batch, train=False))
     result = task.eval_outputs(outputs, batch)
     if axis_name is not None:
       if task.eval_reduce == "sum":

@@ -1,6 +1,6 @@
 """U-Net (residual levels) on Oxford-IIIT Pet trimaps: pet vs background, borders ignored.
 
-  python -m train --config train/configs/unet_pets.py --workdir runs/unet_pets
+  jaxvision-train --config unet_pets --workdir runs/unet_pets
 """
 
 from jaxvision.training.config import default_config

@@ -3,7 +3,7 @@ image. A narrow ResNet-10-style network, per-class sigmoid cross-entropy, mAP ov
 offline, about 8 minutes on 2 (shared) CPU cores: mAP 0.93 (it stays near 0.7 for the first 4
 epochs, then climbs).
 
-  python -m train --config train/configs/multilabel_shapes.py --workdir runs/multilabel_shapes
+  jaxvision-train --config multilabel_shapes --workdir runs/multilabel_shapes
 
 `shapes_multilabel/64` is `shapes_detection/64` read without its boxes: an image's labels are
 the classes of its objects (jaxvision.data.multilabel).

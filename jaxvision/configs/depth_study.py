@@ -1,7 +1,7 @@
 """The ODE-vs-ResNet depth study (`make demo`; docs/DEPTH_STUDY.md).
 
-  python -m jaxvision.analysis.depth_study --config train/configs/depth_study.py --workdir runs/demo
-  python -m jaxvision.analysis.depth_study --config train/configs/depth_study.py:mnist --workdir DIR
+  python -m jaxvision.analysis.depth_study --config depth_study --workdir runs/demo
+  python -m jaxvision.analysis.depth_study --config depth_study:mnist --workdir DIR
 
 Every run trains the `odenet` model with the same stem, head, data, optimizer and budget
 (`train`, a training config of jaxvision/training/config.py); only its middle changes: a

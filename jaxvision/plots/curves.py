@@ -1,4 +1,4 @@
-"""Plots of training runs."""
+"""Training curves: loss and accuracy against step, from metrics.jsonl rows."""
 
 from __future__ import annotations
 

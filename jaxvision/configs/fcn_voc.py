@@ -4,7 +4,7 @@ Needs VOCtrainval_11-May-2012.tar in TFDS's manual directory (see
 jaxvision/data/builders/voc_segmentation.py); the first run prepares the dataset. Training from
 scratch; `model.pretrained` may name ImageNet weights for the backbone.
 
-  python -m train --config train/configs/fcn_voc.py --workdir runs/fcn_voc
+  jaxvision-train --config fcn_voc --workdir runs/fcn_voc
 """
 
 from jaxvision.training.config import default_config

@@ -1,9 +1,9 @@
 """SegNet-style encoder-decoder (max-pool indices reused by max-unpooling) on `shapes/64`, offline.
 
-  python -m train --config train/configs/segnet_shapes.py --workdir runs/segnet_shapes
+  jaxvision-train --config segnet_shapes --workdir runs/segnet_shapes
 """
 
-from train.configs import fcn_shapes
+from jaxvision.configs import fcn_shapes
 
 
 def get_config():

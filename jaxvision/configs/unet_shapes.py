@@ -1,9 +1,9 @@
 """U-Net with residual levels on `shapes/64`, offline, in under 10 minutes on 2 CPU cores.
 
-  python -m train --config train/configs/unet_shapes.py --workdir runs/unet_shapes
+  jaxvision-train --config unet_shapes --workdir runs/unet_shapes
 """
 
-from train.configs import fcn_shapes
+from jaxvision.configs import fcn_shapes
 
 
 def get_config():

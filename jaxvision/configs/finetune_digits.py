@@ -1,8 +1,8 @@
-"""Fine-tuning offline: a CIFAR ResNet-20 trained on digits (train/configs/demo.py, in runs/resnet20_digits)
+"""Fine-tuning offline: a CIFAR ResNet-20 trained on digits (the demo config, in runs/resnet20_digits)
 with a new head, its backbone at a tenth of the learning rate and BatchNorm frozen.
 
-  python -m train --config train/configs/demo.py --workdir runs/resnet20_digits   # pretrains
-  python -m train --config train/configs/finetune_digits.py --workdir runs/finetune_digits
+  jaxvision-train --config demo --workdir runs/resnet20_digits   # pretrains
+  jaxvision-train --config finetune_digits --workdir runs/finetune_digits
 
 Variants (results in docs/TRANSFER_LEARNING.md): `--config.finetune.backbone_lr_scale=0` trains
 the head only (a linear probe); `--config.dataset.image_size=16` fine-tunes at twice the

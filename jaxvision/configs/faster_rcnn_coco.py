@@ -5,7 +5,7 @@ connected layers, torchvision's 26-epoch schedule (SGD 0.02 for 16 images, steps
 reports 42.7 AP@0.5 / 21.9 AP on test-dev with VGG-16.
 """
 
-from train.configs import faster_rcnn_voc
+from jaxvision.configs import faster_rcnn_voc
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """FCN-8s on a ResNet-10-style backbone on `shapes/64`, offline, in under 10 minutes on 2 CPU cores.
 
-  python -m train --config train/configs/fcn_shapes.py --workdir runs/fcn_shapes
+  jaxvision-train --config fcn_shapes --workdir runs/fcn_shapes
 """
 
 from jaxvision.training.config import default_config

@@ -4,7 +4,7 @@
 test-dev with Darknet-19.
 """
 
-from train.configs import yolov2_voc
+from jaxvision.configs import yolov2_voc
 
 COCO_ANCHORS = tuple((w / 13, h / 13) for w, h in (
     (0.57273, 0.677385), (1.87446, 2.06253), (3.33843, 5.47434), (7.88282, 3.52778),

@@ -1,0 +1,1 @@
+"""Command-line programs: `jaxvision-train` (train.py)."""
