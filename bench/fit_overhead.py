@@ -73,7 +73,7 @@ def fit_images_per_s(c, workdir: str) -> float:
 
 
 def measure(model: str = "cifar_resnet20", batch: int = 128, size: int = 32,
-            steps: int = 200) -> dict:
+            steps: int = 60) -> dict:
   """{"fit_ips", "bare_ips", "ratio"} of `model` at `batch` (bare and fit: `steps` each)."""
   if steps < 2 * WINDOWS:
     raise ValueError(f"steps: got {steps}; expected >= {2 * WINDOWS} (a few logged windows)")
@@ -89,7 +89,7 @@ def main():
   p.add_argument("--model", default="cifar_resnet20")
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--size", type=int, default=32)
-  p.add_argument("--steps", type=int, default=200, help="steps of each (fit logs 5 windows)")
+  p.add_argument("--steps", type=int, default=60, help="steps of each (fit logs 5 windows)")
   a = p.parse_args()
   r = measure(a.model, a.batch, a.size, a.steps)
   print(f"{a.model} batch={a.batch} size={a.size} on {jax.device_count()} x "

@@ -38,14 +38,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.cli import load, parse_options  # noqa: E402  (the repo root, for `python bench/x.py`)
 from bench.train_step import TrainStep, time_steps  # noqa: E402
 
-# name -> (model, image size, channels, model options). The depth study's network is `odenet`
-# with its digits stem (train/configs/depth_study.py), with an adaptive and a fixed-step solve.
+# name -> (model, image size, channels, model options, default timed steps). The depth study's
+# network is `odenet` with its digits stem (train/configs/depth_study.py), with an adaptive and a
+# fixed-step solve; `ode_resnet` has three ODE blocks (three checks per step).
 CASES = {
-    "odenet_mnist": ("odenet_mnist", 28, 1, {}),
-    "odenet_digits_dopri5": ("odenet", 8, 1, dict(width=32, downsampling=1, time_dependent=True)),
+    "odenet_mnist": ("odenet_mnist", 28, 1, {}, 12),
+    "odenet_digits_dopri5": ("odenet", 8, 1, dict(width=32, downsampling=1, time_dependent=True),
+                             40),
     "odenet_digits_rk4": ("odenet", 8, 1, dict(width=32, downsampling=1, time_dependent=True,
-                                               solver="rk4", controller="constant", dt=0.25)),
-    "ode_resnet": ("ode_resnet", 16, 3, dict(base="cifar_resnet20")),
+                                               solver="rk4", controller="constant", dt=0.25), 40),
+    "ode_resnet": ("ode_resnet", 8, 3, dict(base="cifar_resnet20", solver="rk4",
+                                            controller="constant", dt=0.5), 12),
+    # A step of a few ms, as an ODE-Net's on an accelerator: a fixed cost per step shows here.
+    "odenet_tiny_rk4": ("odenet", 8, 1, dict(width=8, downsampling=1, groups=4, solver="rk4",
+                                             controller="constant", dt=0.5), 200),
 }
 
 
@@ -70,7 +76,7 @@ VARIANTS = {"check": ode.check_solve, "effect": effect_check, "none": no_check}
 def jitted_step(case: str, batch: int, options: dict, variant: str) -> dict:
   """The jitted train step of `variant`, its state after one warm-up step, batch and rng, and
   the host callbacks and JAX effects in the step (traced and cached by jit under the patch)."""
-  name, size, channels, fixed = CASES[case]
+  name, size, channels, fixed, _ = CASES[case]
   ts = TrainStep(name, batch, size, channels=channels, num_classes=10, **fixed, **options)
   with mock.patch.object(ode, "check_solve", VARIANTS[variant]):
     traced = ts.step.trace(ts.state, ts.data, ts.rng)
@@ -114,13 +120,14 @@ def main():
   p.add_argument("--case", choices=sorted(CASES), action="append",
                  help="repeatable (default: every case)")
   p.add_argument("--batch", type=int, default=32)
-  p.add_argument("--steps", type=int, default=40, help="timed steps of each variant")
+  p.add_argument("--steps", type=int, help="timed steps of each variant (default: per case)")
   p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                  help="model option for every case (repeatable), e.g. solver=tsit5")
   a = p.parse_args()
   print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}")
   for case in a.case or CASES:
-    print(report(case, a.batch, measure(case, a.batch, a.steps, parse_options(a.option))),
+    steps = a.steps or CASES[case][-1]
+    print(report(case, a.batch, measure(case, a.batch, steps, parse_options(a.option))),
           flush=True)
 
 

@@ -2,7 +2,10 @@
 residual stage, NFE, failures and options; the ODE models (registry, parameter counts)."""
 
 import functools
+import re
+import types
 
+import diffrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -187,13 +190,15 @@ def test_train_step_logs_nfe_as_a_metric():
   assert float(metrics["nfe"]) == 8.0  # 2 steps x 4 stages
 
 
-def test_max_steps_is_a_clear_error():
+@pytest.mark.parametrize("grad", [False, True])
+def test_max_steps_is_a_clear_error(grad):
   block = ODEBlock(Linear, t1=2.0, options=ODEOptions(rtol=1e-9, atol=1e-9, max_steps=3),
                    name="solve")
+  fn = jax.grad(lambda v, x: block.apply(v, x).sum()) if grad else block.apply
   with pytest.raises(Exception, match=r"ODESolveError: ODEBlock 'solve': the dopri5 solve over "
                                       r"\[0.0, 2.0\] stopped at t=0\.\d+ after 3 steps: "
                                       r"max_steps=3 reached; raise max_steps"):
-    jax.block_until_ready(jax.jit(block.apply)(LINEAR, H0))
+    jax.block_until_ready(jax.jit(fn)(LINEAR, H0))
 
 
 def test_non_finite_state_is_a_clear_error_or_reported_with_throw_false():
@@ -207,12 +212,38 @@ def test_non_finite_state_is_a_clear_error_or_reported_with_throw_false():
   assert float(state["intermediates"]["ode_failed"][0]) == 1.0
 
 
-def test_throw_false_reports_max_steps_and_returns_the_state_reached():
+def test_throw_false_reports_max_steps_and_returns_the_state_reached(caplog):
   block = ODEBlock(Linear, t1=2.0, options=ODEOptions(rtol=1e-9, atol=1e-9, max_steps=3,
                                                       throw=False))
   out, state = jax.jit(functools.partial(block.apply, mutable=["intermediates"]))(LINEAR, H0)
   assert float(state["intermediates"]["ode_failed"][0]) == 1.0
   assert np.isfinite(out).all() and not np.allclose(out, H0)  # stopped part-way, not at h0
+  assert "after 3 steps: max_steps=3 reached (throw=False: continuing)" in caplog.text
+
+
+def test_failure_check_is_no_jax_effect_and_passes_gradients_through():
+  # A JAX effect (jax.debug.callback) in the step would put every call of it on jit's Python
+  # dispatch path (docs/BENCHMARKS.md); the check is a pure callback the state passes through.
+  block = linear_block(rtol=1e-3, atol=1e-3)
+  traced = jax.jit(jax.grad(lambda p, x: block.apply({"params": p}, x).sum(), (0, 1))).trace(
+      LINEAR["params"], H0)
+  assert not traced.jaxpr.effects
+  assert len(re.findall(r"python_\w+_callback", traced.lower().as_text())) == 1
+  # On the happy path the check is the identity, its derivative too.
+  y = jnp.asarray(H0)
+  sol = types.SimpleNamespace(result=diffrax.RESULTS.successful, ts=jnp.ones(1),
+                              stats={"num_steps": jnp.array(2)})
+  check = lambda y: ode.check_solve(y, sol, limit=4, options=ODEOptions(), where="test")[0]
+  out, tangent = jax.jit(lambda y: jax.jvp(check, (y,), (2 * y,)))(y)
+  np.testing.assert_array_equal(out, y)
+  np.testing.assert_array_equal(tangent, 2 * y)
+
+
+def test_ode_module_re_exports_its_parts():
+  from jaxvision.nn import ode_check, ode_field, ode_options
+  assert ode.ODESolveError is ode_check.ODESolveError and ode.ODEOptions is ode_options.ODEOptions
+  assert ode.patches_conv is ode_field.patches_conv
+  assert all(hasattr(ode, name) for name in ode.__all__)
 
 
 @pytest.mark.parametrize("options,match", [

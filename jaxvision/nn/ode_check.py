@@ -2,12 +2,12 @@
 state. `throw=True` raises `ODESolveError` naming the block, the solve and what failed;
 `throw=False` logs a warning and lets the block report the failure.
 
-The check is built as `equinox.error_if` is: the state passes through a `lax.cond` whose
-failure branch is a `jax.pure_callback` that raises (or logs) and returns the state unchanged.
-A pure callback is no JAX effect, so a train step holding it keeps jit's C++ dispatch path
-(`jax.debug.callback` would put every call of the step on the Python path: about 0.8 ms per
-step on the CPU, docs/BENCHMARKS.md), and XLA drops the check with the state when the state is
-unused. A custom JVP keeps the cond out of differentiation: tangents pass through unchanged.
+Built as `equinox.error_if` is, with no JAX effect: a `lax.cond` whose failure branch is a
+`jax.pure_callback` that raises (or logs) on the host. A train step holding it keeps jit's C++
+dispatch path; a `jax.debug.callback` (an effect) would put every call of the step on the
+Python path, 1-1.5 ms per step on the CPU (docs/BENCHMARKS.md). The cond yields a gate, 1,
+that multiplies the state: the check runs wherever the state or its gradient is used (a
+gradient alone needs the gate too), and XLA drops it with an unused state.
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ def check_solve(y1, sol: diffrax.Solution, *, limit: int, options: ODEOptions, w
   solved = sol.result == diffrax.RESULTS.successful
   finite = jnp.all(jnp.isfinite(y1))
   failed = jnp.logical_not(solved & finite)
+  dtype = y1.dtype
   hint = (f"raise max_steps (now {options.max_steps}), loosen rtol/atol "
           f"({options.rtol}/{options.atol}) or lower the learning rate"
           if options.controller == "pid" else "lower the learning rate or the step dt")
 
-  def report(y, failed, solved, finite, t, steps):
-    """On the host, only when the solve failed: raises or logs; returns the state as it is."""
+  def report(failed, solved, finite, t, steps):
+    """On the host, only when the solve failed: raises or logs; returns the gate, 1."""
     if np.any(failed):
       reason = ("the state is not finite" if np.all(solved) and not np.all(finite) else
                 f"max_steps={options.max_steps} reached" if np.max(steps) >= limit else
@@ -50,17 +51,11 @@ def check_solve(y1, sol: diffrax.Solution, *, limit: int, options: ODEOptions, w
       if options.throw:
         raise ODESolveError(f"{msg}; {hint}, or set throw=False to report and continue")
       logging.getLogger(__name__).warning("%s (throw=False: continuing)", msg)
-    return y
+    return np.ones((), dtype)
 
-  @jax.custom_jvp
-  def checked(y, *info):
-    shape = jax.ShapeDtypeStruct(y.shape, y.dtype)
-    return jax.lax.cond(
-        info[0], lambda: jax.pure_callback(report, shape, y, *info, vmap_method="sequential"),
-        lambda: y)
-
-  @checked.defjvp
-  def checked_jvp(primals, tangents):
-    return checked(*primals), tangents[0]
-
-  return checked(y1, failed, solved, finite, sol.ts[-1], sol.stats["num_steps"]), failed
+  info = jax.lax.stop_gradient((failed, solved, finite, sol.ts[-1], sol.stats["num_steps"]))
+  one = jax.ShapeDtypeStruct((), dtype)
+  gate = jax.lax.cond(info[0],
+                      lambda: jax.pure_callback(report, one, *info, vmap_method="sequential"),
+                      lambda: jnp.ones((), dtype))
+  return y1 * gate, failed
