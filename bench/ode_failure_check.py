@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 from unittest import mock
@@ -82,7 +83,7 @@ def jitted_step(case: str, batch: int, options: dict, variant: str) -> dict:
     traced = ts.step.trace(ts.state, ts.data, ts.rng)
     state, _ = time_steps(ts.step, ts.init(), ts.data, ts.rng, 1)
   return dict(step=ts.step, state=state, data=ts.data, rng=ts.rng,
-              callbacks=traced.lower().as_text().count("python_cpu_callback"),
+              callbacks=len(re.findall(r"python_\w+_callback", traced.lower().as_text())),
               effects=len(traced.jaxpr.effects))
 
 

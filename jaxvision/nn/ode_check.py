@@ -5,7 +5,7 @@ state. `throw=True` raises `ODESolveError` naming the block, the solve and what 
 Built as `equinox.error_if` is, with no JAX effect: a `lax.cond` whose failure branch is a
 `jax.pure_callback` that raises (or logs) on the host. A train step holding it keeps jit's C++
 dispatch path; a `jax.debug.callback` (an effect) would put every call of the step on the
-Python path, 1-1.5 ms per step on the CPU (docs/BENCHMARKS.md). The cond yields a gate, 1,
+Python path, 1-3 ms per step on the CPU (docs/BENCHMARKS.md). The cond yields a gate, 1,
 that multiplies the state: the check runs wherever the state or its gradient is used (a
 gradient alone needs the gate too), and XLA drops it with an unused state.
 """
