@@ -42,12 +42,13 @@ def config(args):
 def hosts_batches(hosts):
   """`data.train_batches` as `hosts` processes would read it, concatenated into one batch."""
 
-  def train_batches(dataset_config, global_batch_size, seed, start_step=0):
+  def train_batches(dataset_config, global_batch_size, seed, start_step=0, *, normalize=True):
     streams = []
     for index in range(hosts):
       with mock.patch.object(jax, "process_index", return_value=index), \
            mock.patch.object(jax, "process_count", return_value=hosts):
-        streams.append(pipeline.train_batches(dataset_config, global_batch_size, seed, start_step))
+        streams.append(pipeline.train_batches(dataset_config, global_batch_size, seed, start_step,
+                                              normalize=normalize))
     for parts in zip(*streams):
       yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
