@@ -96,7 +96,7 @@ def test_metrics_are_global_and_written_once(runs):
   assert keys.count((STEPS, "eval")) == 1 and len(keys) == STEPS + 2
   for a, b in zip(two, one):
     for k in b:
-      if k not in ("step", "split"):
+      if k not in ("step", "split", "images_per_s"):  # a timing: machine-dependent
         np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-6, err_msg=f"{k} at {a['step']}")
   for w in runs["workers"]:  # every process got the global eval metrics
     np.testing.assert_allclose(w["trained"]["loss"], runs["reference"]["trained"]["loss"],
