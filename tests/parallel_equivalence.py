@@ -11,6 +11,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from jaxvision.models.odenet import ODENet  # noqa: E402
+from jaxvision.nn.ode_options import ODEOptions  # noqa: E402
 from jaxvision.models.resnet import ResNet  # noqa: E402
 from jaxvision.training import parallel, steps  # noqa: E402
 from jaxvision.training.train_state import create_train_state  # noqa: E402
@@ -26,29 +28,29 @@ def host(tree):
 
 
 def max_diff(a, b):
-  return max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  """The largest difference of any leaf of `b` from `a`, relative to that leaf's largest value."""
+  return max((float(np.max(np.abs(x - y)) / max(np.max(np.abs(x)), 1.0))
+              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))), default=0.0)
 
 
-def main():
-  n_steps = 2
-  rs = np.random.RandomState(0)
-  batches = [{"image": rs.randn(16, 8, 8, 3).astype(np.float32),
-              "label": rs.randint(0, 5, 16).astype(np.int32)} for _ in range(n_steps)]
-  rng = jax.random.key(1)
+def tiny_ode():
+  """Chen et al.'s ODE-Net, narrow: a diffrax solve inside every step. Fixed RK4 steps: with
+  adaptive steps each device's shard would choose its own (another, equally valid, solve)."""
+  return ODENet(num_classes=5, width=8, groups=4,
+                ode=ODEOptions(solver="rk4", controller="constant", dt=0.25))
+
+
+def compare(out, model, runs, batches, rng):
+  """Adds to `out` the largest differences of each (name, kind, model) run's state and metrics
+  from a single-device step from the same initial state; returns that state."""
   tx = optax.sgd(0.1, momentum=0.9)
-  state0 = create_train_state(tiny(), tx, jax.random.key(0), (8, 8, 3))
-
+  state0 = create_train_state(model, tx, jax.random.key(0), (8, 8, 3))
   single = jax.jit(steps.make_train_step())
   s, ref_metrics = state0, []
   for b in batches:
     s, m = single(s, b, rng)
     ref_metrics.append(host(m))
   ref = host((s.params, s.batch_stats, s.opt_state))
-
-  out = {"devices": jax.device_count()}
-  # "pmap_unsynced": a model without axis_name keeps per-device BatchNorm statistics (the trap).
-  runs = (("jit", "jit", tiny()), ("pmap", "pmap", tiny(axis_name=parallel.PMAP_AXIS)),
-          ("pmap_unsynced", "pmap", tiny()))
   for name, kind, model in runs:
     dp = parallel.data_parallel(kind)
     st = dp.put_state(jax.tree.map(np.array, state0.replace(apply_fn=model.apply)))
@@ -61,6 +63,22 @@ def main():
     out[name] = {"params": max_diff(ref[0], got[0]), "batch_stats": max_diff(ref[1], got[1]),
                  "opt_state": max_diff(ref[2], got[2]), "metrics": max_diff(ref_metrics, metrics),
                  "num_devices": dp.num_devices}
+  return state0
+
+
+def main():
+  n_steps = 2
+  rs = np.random.RandomState(0)
+  batches = [{"image": rs.randn(16, 8, 8, 3).astype(np.float32),
+              "label": rs.randint(0, 5, 16).astype(np.int32)} for _ in range(n_steps)]
+  rng = jax.random.key(1)
+  out = {"devices": jax.device_count()}
+  # "pmap_unsynced": a model without axis_name keeps per-device BatchNorm statistics (the trap).
+  state0 = compare(out, tiny(), (("jit", "jit", tiny()),
+                                 ("pmap", "pmap", tiny(axis_name=parallel.PMAP_AXIS)),
+                                 ("pmap_unsynced", "pmap", tiny())), batches, rng)
+  compare(out, tiny_ode(), (("ode_jit", "jit", tiny_ode()), ("ode_pmap", "pmap", tiny_ode())),
+          batches, rng)
   # A batch that does not divide across the 8 devices is refused before any compute.
   for kind in ("jit", "pmap"):
     dp = parallel.data_parallel(kind)

@@ -40,10 +40,12 @@ def test_a_config_is_named_by_its_file_name_or_given_as_a_file(tmp_path):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_is_valid(name):
-  c = load(name)
-  if "model" in c and "options" in c.model:  # training configs (a sweep config may differ)
-    check_config(c)
-    create_model(c.model.name, num_classes=10, **c.model.options)
+  study = load(name)
+  c = study.train if "train" in study else study  # a study's training config
+  check_config(c)
+  create_model(c.model.name, num_classes=10, **c.model.options)
+  for arm in study.get("arms", {}).values():  # a seeded study's arms: each a model of its own
+    create_model(arm["name"], num_classes=10, **dict(c.model.options, **arm["options"]))
 
 
 @pytest.mark.parametrize("name,model", [("mnist", None), ("cifar10", "cifar_resnet20"),

@@ -89,7 +89,7 @@ def tiny_shapes(data_dir: str) -> None:
 def load(name: str):
   import importlib
   c = importlib.import_module(f"jaxvision.configs.{name}").get_config()
-  return c.train if name == "depth_study" else c  # the study's training config
+  return c.train if "train" in c else c  # a study's training config
 
 
 def walk(out: pathlib.Path, workdir: pathlib.Path) -> None:

@@ -39,11 +39,16 @@ CASES = {
     "segnet": ("segnet", dict(widths=(4,), convs_per_level=1), 8, "segmentation"),
     "yolo": ("yolov2", dict(backbone="resnet", backbone_options=TINY_RESNET, head_width=8,
                             head_depth=1, anchors=((0.3, 0.3), (0.6, 0.6))), 8, "detection"),
+    "yolov1": ("yolov1", dict(backbone="resnet", backbone_options=TINY_RESNET, head_width=8,
+                              head_depth=1), 8, "detection"),
+    "window_cnn": ("window_cnn", dict(widths=(4, 6, 8)), 18, "classification"),
+    "odenet_mnist": ("odenet_mnist", dict(solver="euler", controller="constant", dt=0.5), 12,
+                     "classification"),
 }
 # Train steps that run by default (a few seconds to compile each); the others compile for 20-60 s
 # on a 2-core CPU and run with -m slow. AlexNet and VGG hold 60-130M parameters whatever the
 # image size (4096-wide classifiers): checked on shapes and HLO only.
-RUN = ("odenet", "resnet", "segnet", "unet", "yolo")
+RUN = ("odenet", "odenet_mnist", "resnet", "segnet", "unet", "window_cnn", "yolo", "yolov1")
 RUN_SLOW = ("cifar_resnet", "fcn", "googlenet", "ode_resnet", "odenet_patches")
 NUM_CLASSES = 3
 TX = optax.sgd(0.1, momentum=0.9)
@@ -210,3 +215,95 @@ def test_dtype_string_is_converted(name, expected):
 def test_bad_dtype_string_fails_naming_the_option(name):
   with pytest.raises(ValueError, match=f"dtype: .*got {name!r}"):
     create_model("resnet", num_classes=2, dtype=name, **TINY_RESNET)
+
+
+# ----------------------------------------------------------- every registered model, bfloat16
+
+DETECTOR_BACKBONE = dict(backbone="resnet", backbone_options=STRIDE32_RESNET)
+RCNN_HEAD = dict(backbone="resnet", backbone_options=dict(stage_sizes=(1,), widths=(4,),
+                                                          stem="cifar", stem_width=4),
+                 representation_size=8, roi_batch_size=8, max_detections=6)
+FASTER_RCNN = dict(backbone="resnet", backbone_options=dict(stage_sizes=(1, 1), widths=(4, 8),
+                                                            stem="imagenet", stem_width=4),
+                   anchor_sizes=(8, 12), aspect_ratios=(1.0,), anchor_offset=0.5,
+                   representation_size=16, roi_output_size=3, roi_batch_size=8, max_detections=6,
+                   rpn_pre_nms_top_n_test=24, rpn_post_nms_top_n_test=10)
+PROPOSALS = dict(proposals=np.array([[[2.0, 2.0, 10.0, 10.0], [4.0, 2.0, 11.0, 12.0],
+                                      [0.0, 0.0, 16.0, 16.0]]] * BATCH, np.float32),
+                 proposal_valid=np.array([[True, True, False]] * BATCH))
+ROLLED = dict(scan_unroll=1)  # the compiled stage loop stays rolled: deep ResNets compile fast
+# name: (options, image size, channels, extra forward arguments). The torchvision-size models
+# have no width option: they run at full width on small images (their parameters are real).
+FORWARD = {
+    "resnet": (TINY_RESNET, 8, 3, {}),
+    **{f"cifar_resnet{d}": (ROLLED, 8, 3, {}) for d in (20, 32, 44, 56, 110, 1202)},
+    **{f"resnet{d}": (ROLLED, 32, 3, {}) for d in (18, 34, 50, 101, 152)},
+    "alexnet": ({}, 63, 3, {}),
+    **{f"vgg{d}{bn}": ({}, 32, 3, {}) for d in (11, 13, 16, 19) for bn in ("", "_bn")},
+    "googlenet": ({}, 32, 3, {}),
+    "odenet": (ODE, 8, 3, {}),
+    "odenet_mnist": (dict(solver="euler", controller="constant", dt=0.5), 28, 1, {}),
+    "ode_resnet": (CASES["ode_resnet"][1], 8, 3, {}),
+    **{f"fcn{s}s": (DETECTOR_BACKBONE, 32, 3, {}) for s in (8, 16, 32)},
+    "unet": (CASES["unet"][1], 8, 3, {}),
+    "segnet": (CASES["segnet"][1], 8, 3, {}),
+    "yolov1": (dict(backbone="resnet", backbone_options=TINY_RESNET, head_width=8, head_depth=1),
+               8, 3, {}),
+    "yolov2": (CASES["yolo"][1], 8, 3, {}),
+    "faster_rcnn": (FASTER_RCNN, 32, 3, {}),
+    "fast_rcnn": ({k: v for k, v in FASTER_RCNN.items() if not k.startswith("rpn_")}, 16, 3,
+                  PROPOSALS),
+    "rcnn": (dict(RCNN_HEAD, warp_size=8), 16, 3, PROPOSALS),
+    "sppnet": (dict(RCNN_HEAD, levels=(1, 2)), 16, 3, PROPOSALS),
+    "window_cnn": (dict(widths=(4, 6, 8)), 18, 3, {}),
+}
+# In evaluation with fresh BatchNorm statistics (mean 0, variance 1) the 600 blocks of
+# ResNet-1202 overflow, in float32 as in bfloat16: its forward uses batch statistics.
+BATCH_STATISTICS = {"cifar_resnet1202"}
+
+
+def he_variables(abstract) -> dict:
+  """Variables of the abstract tree's shapes without compiling `init`: He-normal kernels, zero
+  biases, unit BatchNorm scales and variances, zero means."""
+  rng = np.random.default_rng(0)
+
+  def fill(path, a):
+    name = path[-1].key
+    if name == "kernel":
+      fan_in = int(np.prod(a.shape[:-1])) // (a.shape[0] if len(a.shape) in (3, 5) else 1)
+      return rng.standard_normal(a.shape, np.float32) * np.float32(np.sqrt(2 / max(fan_in, 1)))
+    return np.full(a.shape, name in ("scale", "var"), np.float32)
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def test_every_registered_model_has_a_bfloat16_case():
+  from jaxvision.models import list_models
+  assert sorted(FORWARD) == sorted(list_models())
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD))
+def test_every_registered_model_runs_a_bfloat16_forward(name):
+  """bf16 compute (every convolution of the forward), float32 parameters and BatchNorm
+  statistics, and finite float32 outputs."""
+  options, size, channels, extra = FORWARD[name]
+  model = create_model(name, num_classes=NUM_CLASSES, dtype="bfloat16", **options)
+  assert model.dtype == jnp.bfloat16
+  x = jnp.asarray(np.random.RandomState(0).randn(BATCH, size, size, channels), jnp.float32)
+  abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False, **extra), x)
+  assert dtypes(abstract["params"]) == {"float32"}
+  assert dtypes(abstract.get("batch_stats", {})) <= {"float32"}
+  if name in BATCH_STATISTICS:
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"], **extra))
+  else:
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=False, **extra))
+  compiled = forward.lower(abstract, x)
+  convs = operand_types(compiled.as_text(), "convolution")
+  assert convs and all(t == ["bf16", "bf16", "bf16"] for t in convs), convs
+  out = compiled.compile()(he_variables(abstract), x)
+  if name in BATCH_STATISTICS:
+    out, updates = out
+    assert dtypes(updates["batch_stats"]) == {"float32"}
+  floats = [a for a in jax.tree.leaves(out) if jnp.issubdtype(a.dtype, jnp.floating)]
+  assert floats and {str(a.dtype) for a in floats} == {"float32"}
+  bad = [a.shape for a in floats if not np.isfinite(np.asarray(a)).all()]
+  assert not bad, f"non-finite outputs of shapes {bad}"

@@ -24,11 +24,18 @@ def diffs():
   return json.loads(out.stdout)
 
 
-@pytest.mark.parametrize("kind", ["jit", "pmap"])
+# ode_*: a diffrax solve in the step (under pmap it needs nn/ode_pmap.py, diffrax#765). Its
+# gradients are small sums of large terms through four RK4 stages per step, so the sharded
+# convolutions' other rounding moves them by ~1e-3 of their scale; the losses agree to 1e-7.
+TOLERANCE = {"ode_jit": {"params": 1e-3, "opt_state": 1e-2},
+             "ode_pmap": {"params": 1e-3, "opt_state": 1e-2}}
+
+
+@pytest.mark.parametrize("kind", ["jit", "pmap", "ode_jit", "ode_pmap"])
 def test_data_parallel_step_equals_single_device_step(diffs, kind):
   assert diffs["devices"] == 8 and diffs[kind]["num_devices"] == 8
   for part in ("params", "batch_stats", "opt_state", "metrics"):
-    assert diffs[kind][part] < 1e-5, (kind, part, diffs[kind])
+    assert diffs[kind][part] < TOLERANCE.get(kind, {}).get(part, 1e-5), (kind, part, diffs[kind])
 
 
 def test_pmap_without_axis_name_keeps_per_device_batch_stats(diffs):

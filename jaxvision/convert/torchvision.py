@@ -117,6 +117,21 @@ def from_torchvision(name: str, path_or_state_dict, **options) -> dict:
   return traverse_util.unflatten_dict(_restack(traverse_util.flatten_dict(target), values))
 
 
+def backbone_from_torchvision(name: str, path_or_state_dict, **options) -> dict:
+  """The torchvision classifier `name`'s variables less its classification head, under
+  `backbone`: what FCN, YOLO or Faster R-CNN built with `backbone=name` hold there.
+
+  The head is the module of the checkpoint's last Linear layer (`fc`, or `classifier_6` of
+  AlexNet and VGG, whose fc6 and fc7 stay: VGG's fully convolutional form uses them). Merge the
+  result into a fresh init, e.g. `params = {**fresh["params"], **loaded["params"]}`; `options`
+  are the backbone's (`backbone_options`).
+  """
+  variables = from_torchvision(name, path_or_state_dict, **options)
+  head = _HEAD[_head_family(name)].rsplit(".", 1)[0].replace(".", "_")
+  return {col: {"backbone": {k: v for k, v in tree.items() if k != head}}
+          for col, tree in variables.items()}
+
+
 def to_torchvision(name: str, variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """torchvision's state_dict (numpy, torch layouts) from variables of `create_model(name, ...)`.
 

@@ -101,6 +101,10 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(  # throughput benchmarks only (jaxvision/data/builders/noise.py)
             name="noise32", tfds_name="noise32", num_classes=10, mean=(0.5,) * 3,
             std=(0.2887,) * 3, offline_build=True, **_CIFAR),
+        DatasetSpec(  # procedural CIFAR-sized stand-in (jaxvision/data/builders/clutter10.py)
+            name="clutter10", tfds_name="clutter10", num_classes=10,
+            mean=(0.5008, 0.4998, 0.4997), std=(0.2397, 0.2406, 0.2383),
+            offline_build=True, **_CIFAR),
         DatasetSpec(
             name="mnist", tfds_name="mnist", train_split="train",
             eval_split="test", num_classes=10, image_shape=(28, 28, 1),

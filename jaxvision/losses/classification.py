@@ -22,9 +22,11 @@ def cross_entropy(logits, labels, *, label_smoothing: float = 0.0, weights=None)
 
 
 def is_kernel(path, leaf) -> bool:
-  """Weights that penalties apply to: convolution and dense kernels (not biases or BN scales)."""
-  del path
-  return leaf.ndim > 1
+  """Weights that penalties apply to: convolution and dense kernels (not biases or BN scales),
+  told by name: in a scanned stage a BatchNorm scale is stacked to [blocks, C], so rank says
+  nothing."""
+  del leaf
+  return bool(path) and getattr(path[-1], "key", None) == "kernel"
 
 
 def l1_penalty(params) -> jax.Array:

@@ -5,6 +5,11 @@ Module names mirror torchvision's state_dict (`features.3` -> `features_3`, `inc
 its floor/ceil modes and `AdaptiveAvgPool2d` bins, and the classifier flattens in torch's
 (C, H, W) order, so that torchvision weights convert one to one (jaxvision.convert) and give
 torchvision's outputs.
+
+AlexNet and VGG with `features=True` are fully convolutional (Long et al. 2015): they return the
+map after every max-pool, then fc6 as a k x k convolution over the pool5 map (k = the 6x6 / 7x7
+of the adaptive pool, which is the identity on the training size) and fc7 as a 1x1 convolution,
+with the Linear layers' own parameters; the last map is the input of the last Linear layer.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import functools
 from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -66,15 +72,57 @@ def conv(features: int, kernel: int, strides: int = 1, padding: int | None = Non
                  **kw)
 
 
+def same_padding(kernel: int) -> tuple[int, int]:
+  """(before, after) padding that keeps a map's size under a `kernel` convolution (torch's
+  padding="same": the extra pixel of an even kernel after)."""
+  return (kernel - 1) // 2, kernel // 2
+
+
+def dense_to_conv_kernel(kernel, window: Sequence[int]):
+  """A Linear kernel [C * kh * kw, out] over torch-flattened (C, kh, kw) inputs as the HWIO kernel
+  [kh, kw, C, out] of the equivalent kh x kw convolution."""
+  kh, kw = window
+  if kernel.ndim != 2 or kernel.shape[0] % (kh * kw):
+    raise ValueError(f"kernel: expected a Linear kernel [C * {kh} * {kw}, out], got shape "
+                     f"{tuple(kernel.shape)}")
+  return jnp.transpose(kernel.reshape(-1, kh, kw, kernel.shape[1]), (1, 2, 0, 3))
+
+
+class ConvLinear(nn.Module):
+  """A Linear layer over (C, kh, kw) windows applied as a kh x kw convolution ("same" padding).
+
+  Its parameters are the Linear layer's (`kernel` [C * kh * kw, features], `bias`), so a trained
+  classifier's fc6 runs as a convolution unchanged; at a cell whose window lies inside the map
+  it equals the Linear layer on that torch-flattened window.
+  """
+  features: int
+  window: Sequence[int]
+  kernel_init: Any = torch_default_init
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = self.window
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1] * kh * kw, self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    w = dense_to_conv_kernel(kernel, self.window).astype(self.dtype)
+    y = jax.lax.conv_general_dilated(x.astype(self.dtype), w, (1, 1),
+                                     (same_padding(kh), same_padding(kw)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias.astype(self.dtype)
+
+
 def sequential(x, layers: Sequence[tuple], prefix: str, *, train: bool, norm, dtype, kernel_init,
-               dense_init):
-  """Runs a torch `nn.Sequential` spec; layer i with weights is named `{prefix}_{i}`.
+               dense_init, start: int = 0, maps: list | None = None):
+  """Runs a torch `nn.Sequential` spec; layer i with weights is named `{prefix}_{start + i}`.
 
   Layers: ("conv", features, kernel, strides, padding), ("bn",), ("relu",),
-  ("maxpool", kernel, strides), ("dropout", rate), ("linear", features).
+  ("maxpool", kernel, strides), ("dropout", rate), ("linear", features) (over the last axis, so
+  a 1x1 convolution on a map), ("conv_linear", features, window) (`ConvLinear`). With `maps` (a
+  list), the output of every max-pool is appended to it.
   """
   for i, (kind, *args) in enumerate(layers):
-    name = f"{prefix}_{i}"
+    name = f"{prefix}_{start + i}"
     if kind == "conv":
       x = conv(*args, kernel_init=kernel_init, dtype=dtype, name=name)(x)
     elif kind == "bn":
@@ -83,13 +131,34 @@ def sequential(x, layers: Sequence[tuple], prefix: str, *, train: bool, norm, dt
       x = nn.relu(x)
     elif kind == "maxpool":
       x = max_pool(x, *args)
+      if maps is not None:
+        maps.append(x)
     elif kind == "dropout":
       x = nn.Dropout(args[0], deterministic=not train)(x)
     elif kind == "linear":
       x = nn.Dense(args[0], kernel_init=dense_init, dtype=dtype, name=name)(x)
+    elif kind == "conv_linear":
+      x = ConvLinear(*args, kernel_init=dense_init, dtype=dtype, name=name)(x)
     else:
       raise ValueError(f"layers: unknown layer kind {kind!r}")
   return x
+
+
+def classifier(x, blocks: Sequence[Sequence[tuple]], pool_size: tuple[int, int], *,
+               features: bool, **kw):
+  """AlexNet's / VGG's `classifier_*` layers after the convolutional trunk's last map `x`.
+
+  `blocks`: the fc6, fc7 and fc8 blocks of layers (each with one "linear"). The logits: torch's
+  adaptive average pool to `pool_size`, flatten and the blocks. With `features`: `[fc6, fc7]`
+  maps of the fully convolutional form (fc6 a `pool_size` "same" convolution, fc7 1x1; no fc8).
+  """
+  if not features:
+    return sequential(torch_flatten(adaptive_avg_pool(x, pool_size)),
+                      [layer for block in blocks for layer in block], "classifier", **kw)
+  fc6, fc7 = ([("conv_linear", args[0], pool_size) if kind == "linear" else (kind, *args)
+               for kind, *args in blocks[0]], blocks[1])
+  x = sequential(x, fc6, "classifier", **kw)
+  return [x, sequential(x, fc7, "classifier", start=len(fc6), **kw)]
 
 
 class AlexNet(nn.Module):
@@ -98,31 +167,35 @@ class AlexNet(nn.Module):
   Attributes:
     num_classes: outputs of the last Linear layer.
     dropout: dropout rate of the classifier (uses the "dropout" rng stream).
+    classifier_width: outputs of fc6 and fc7 (torchvision: 4096).
     axis_name: accepted for the training core; unused (AlexNet has no BatchNorm).
     dtype: computation dtype (parameters stay float32; logits are float32).
   """
   num_classes: int = 1000
   dropout: float = 0.5
+  classifier_width: int = 4096
   axis_name: str | None = None
   dtype: Any = jnp.float32
+  pool_size = (6, 6)  # the adaptive average pool before fc6 (fc6's window when convolutional)
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, features: bool = False):
+    """Logits [B, num_classes]; with `features=True` the maps of the three max-pools, fc6 and
+    fc7 (module doc), fc8 not built."""
     check_images(x)
     kw = dict(train=train, norm=None, dtype=self.dtype, kernel_init=torch_default_init,
               dense_init=torch_default_init)
+    maps = []
     x = sequential(x.astype(self.dtype), (
         ("conv", 64, 11, 4, 2), ("relu",), ("maxpool", 3, 2),
         ("conv", 192, 5, 1, 2), ("relu",), ("maxpool", 3, 2),
         ("conv", 384, 3, 1, 1), ("relu",),
         ("conv", 256, 3, 1, 1), ("relu",),
-        ("conv", 256, 3, 1, 1), ("relu",), ("maxpool", 3, 2)), "features", **kw)
-    x = torch_flatten(adaptive_avg_pool(x, (6, 6)))
-    x = sequential(x, (
-        ("dropout", self.dropout), ("linear", 4096), ("relu",),
-        ("dropout", self.dropout), ("linear", 4096), ("relu",),
-        ("linear", self.num_classes)), "classifier", **kw)
-    return x.astype(jnp.float32)
+        ("conv", 256, 3, 1, 1), ("relu",), ("maxpool", 3, 2)), "features", maps=maps, **kw)
+    width, drop = self.classifier_width, ("dropout", self.dropout)
+    x = classifier(x, ((drop, ("linear", width), ("relu",)), (drop, ("linear", width), ("relu",)),
+                       (("linear", self.num_classes),)), self.pool_size, features=features, **kw)
+    return maps + x if features else x.astype(jnp.float32)
 
 
 # torchvision's VGG configurations: output channels of 3x3 convolutions, "M" a 2x2 max-pool.
@@ -144,6 +217,7 @@ class VGG(nn.Module):
     batch_norm: BatchNorm after every convolution (torchvision's `vgg*_bn`).
     num_classes: outputs of the last Linear layer.
     dropout: dropout rate of the classifier (uses the "dropout" rng stream).
+    classifier_width: outputs of fc6 and fc7 (torchvision: 4096).
     axis_name: mapped axis over which BatchNorm statistics are averaged (pmap).
     dtype: computation dtype (parameters and BatchNorm statistics stay float32).
   """
@@ -151,28 +225,31 @@ class VGG(nn.Module):
   batch_norm: bool = False
   num_classes: int = 1000
   dropout: float = 0.5
+  classifier_width: int = 4096
   axis_name: str | None = None
   dtype: Any = jnp.float32
+  pool_size = (7, 7)  # the adaptive average pool before fc6 (fc6's window when convolutional)
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, features: bool = False):
+    """Logits [B, num_classes]; with `features=True` the maps of the max-pools (pool1..pool5, at
+    strides 2..32), fc6 and fc7 (module doc), fc8 not built."""
     check_images(x)
-    features = []
+    trunk = []
     for v in self.layers:
       if v == "M":
-        features.append(("maxpool", 2, 2))
+        trunk.append(("maxpool", 2, 2))
       else:
-        features += [("conv", v, 3, 1, 1)] + [("bn",)] * self.batch_norm + [("relu",)]
+        trunk += [("conv", v, 3, 1, 1)] + [("bn",)] * self.batch_norm + [("relu",)]
     kw = dict(train=train, norm=residual.batch_norm(train, self.axis_name, self.dtype),
               dtype=self.dtype, kernel_init=residual.conv_kernel_init,
               dense_init=nn.initializers.normal(0.01))
-    x = sequential(x.astype(self.dtype), features, "features", **kw)
-    x = torch_flatten(adaptive_avg_pool(x, (7, 7)))
-    x = sequential(x, (
-        ("linear", 4096), ("relu",), ("dropout", self.dropout),
-        ("linear", 4096), ("relu",), ("dropout", self.dropout),
-        ("linear", self.num_classes)), "classifier", **kw)
-    return x.astype(jnp.float32)
+    maps = []
+    x = sequential(x.astype(self.dtype), trunk, "features", maps=maps, **kw)
+    width, drop = self.classifier_width, ("dropout", self.dropout)
+    x = classifier(x, ((("linear", width), ("relu",), drop), (("linear", width), ("relu",), drop),
+                       (("linear", self.num_classes),)), self.pool_size, features=features, **kw)
+    return maps + x if features else x.astype(jnp.float32)
 
 
 googlenet_init = nn.initializers.truncated_normal(0.01)  # torchvision: trunc_normal_(std=0.01)

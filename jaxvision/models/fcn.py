@@ -10,6 +10,20 @@ feature maps shallow to deep (ResNet: the stem and every stage). The head takes 
   the same with `upscore_pool4` and `score_pool3` for FCN-8s;
 - the final upsampling by 32, 16 or 8 to the input resolution: fixed bilinear interpolation
   (the paper's choice) or a learned bilinear-initialised transpose convolution.
+
+On VGG (`backbone="vgg16"`, Long et al.'s original) the stride-32 map is fc7: VGG's `features=True`
+runs fc6 as a 7x7 convolution (4096) over pool5 and fc7 as a 1x1 (4096), each with ReLU and
+dropout, with the classifier's own parameters (`backbone/classifier_0`, `classifier_3`), so
+torchvision VGG-16 weights load into the backbone unchanged (less fc8: `classifier_6`); the skips
+are pool4 and pool3. Long et al. pad the input by 100 pixels, run fc6 unpadded and crop the
+upsampled scores back to the image; here fc6 is "same"-padded (3 pixels of zeros around pool5)
+instead, as torchvision's FCN keeps every map aligned with the input, so every map has exactly
+the stride-32/16/8 size and no crop is needed (hence inputs divisible by 32); where fc6's 7x7
+window lies inside pool5 (the centre cell on a 224x224 image) it equals the classifier's fc6.
+FCN-8s VGG-16 for 21 classes has the 134,489,759 parameters of Long et al.'s caffe model with
+`learn_final_upsample=True` (caffe stores its fixed 16x16 `upscore8` too), 112,896 fewer with
+the fixed bilinear final upsampling. (Long et al. keep `upscore2`/`upscore_pool4` fixed in
+voc-fcn8s; here they are learned from the bilinear start.)
 """
 
 from __future__ import annotations

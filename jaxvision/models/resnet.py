@@ -29,7 +29,8 @@ class ResNet(nn.Module):
     bottleneck: bottleneck (1x1-3x3-1x1) instead of basic (3x3-3x3) branches.
     stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3 conv).
     stem_width: channels of the stem.
-    shortcut: transition-block shortcut, "projection" (option B) or "pad" (option A).
+    shortcut: transition-block shortcut, "projection" (option B) or "pad" (option A); "none"
+      builds He et al.'s plain network (the same layers, no skip in any block).
     step_size: h in Y + h * G(Y).
     share_weights: one theta per stage for the scanned identical blocks.
     stochastic_depth: drop whole blocks in training (Huang et al. 2016).
@@ -84,15 +85,15 @@ class ResNet(nn.Module):
       stage_probs = probs[first:first + n]
       first += n
       out = width * branch_cls.expansion
-      block = dict(out_features=out, step_size=self.step_size,
+      block = dict(out_features=out, step_size=self.step_size, shortcut=self._stage_shortcut(),
                    stochastic_depth=self.stochastic_depth, norm=norm, dtype=self.dtype)
       branch = functools.partial(branch_cls, features=width, norm=norm, dtype=self.dtype,
                                  zero_init_last=self.zero_init_residual)
       strides = 1 if i == 0 else 2
       if strides != 1 or x.shape[-1] != out:
-        x = ResidualBlock(branch=functools.partial(branch, strides=strides), strides=strides,
-                          shortcut=self.shortcut, name=f"layer{i + 1}_transition",
-                          **block)(x, stage_probs[0], train)
+        x = ResidualBlock(**dict(block, shortcut=self.shortcut), strides=strides,
+                          branch=functools.partial(branch, strides=strides),
+                          name=f"layer{i + 1}_transition")(x, stage_probs[0], train)
         stage_probs = stage_probs[1:]
       x = ResidualStage(dict(block, branch=branch), len(stage_probs), tuple(stage_probs),
                         share_weights=self.share_weights, remat=self.remat, scan=self.scan,
@@ -104,6 +105,10 @@ class ResNet(nn.Module):
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
     return x.astype(jnp.float32)
+
+  def _stage_shortcut(self) -> str:
+    """Inside a stage the skip is the identity, or nothing in a plain network."""
+    return "none" if self.shortcut == "none" else "identity"
 
   def _survival_probs(self) -> list[float]:
     total = sum(self.stage_sizes)
@@ -137,13 +142,12 @@ def _cifar_resnet(depth: int, shortcut: str = "pad", **options) -> ResNet:
 
 
 _ARCHITECTURE = ("stage_sizes", "widths", "bottleneck", "stem", "stem_width")
-_IMAGENET_OPTIONS = module_options(ResNet, exclude=_ARCHITECTURE + ("shortcut",))
-_CIFAR_OPTIONS = _IMAGENET_OPTIONS | {"shortcut"}
+_OPTIONS = module_options(ResNet, exclude=_ARCHITECTURE)
 
 # Any architecture (stage_sizes, widths, bottleneck, stem, stem_width all options), e.g. a
 # narrow backbone for CPU-sized segmentation models.
 register_model("resnet", ResNet, module_options(ResNet))
 for _depth in _IMAGENET:
-  register_model(f"resnet{_depth}", functools.partial(_imagenet_resnet, _depth), _IMAGENET_OPTIONS)
+  register_model(f"resnet{_depth}", functools.partial(_imagenet_resnet, _depth), _OPTIONS)
 for _depth in _CIFAR_DEPTHS:
-  register_model(f"cifar_resnet{_depth}", functools.partial(_cifar_resnet, _depth), _CIFAR_OPTIONS)
+  register_model(f"cifar_resnet{_depth}", functools.partial(_cifar_resnet, _depth), _OPTIONS)

@@ -74,7 +74,7 @@ class BottleneckBranch(nn.Module):
     return self.norm(name="bn3", scale_init=scale_init)(y)
 
 
-SHORTCUTS = ("identity", "projection", "pad")
+SHORTCUTS = ("identity", "projection", "pad", "none")
 
 
 class ResidualBlock(nn.Module):
@@ -84,8 +84,9 @@ class ResidualBlock(nn.Module):
     branch: constructor of the residual branch `G` (features and strides already bound).
     out_features: channels of the output.
     strides: spatial stride of the block (the branch's and the shortcut's).
-    shortcut: "identity", "projection" (1x1 conv + BN, option B) or "pad" (subsample and
-      zero-pad channels, option A of He et al. 2015).
+    shortcut: "identity", "projection" (1x1 conv + BN, option B), "pad" (subsample and
+      zero-pad channels, option A of He et al. 2015) or "none" (no skip: the block of a plain
+      network, `relu(h * G(Y))`).
     step_size: h.
     stochastic_depth: whether `survival_prob` gates the branch.
     post_activation: the ReLU after the sum (ResNet v1). Without it, an identity-shortcut block
@@ -107,9 +108,10 @@ class ResidualBlock(nn.Module):
   def __call__(self, x, survival_prob, train: bool, t=0.0):
     branch = self.branch(name="branch")
     g = branch(t, x) if self.time_input else branch(x)
-    s = self._shortcut(x)
     gate = self._gate(survival_prob, train)
-    y = s + (self.step_size * gate).astype(g.dtype) * g
+    y = (self.step_size * gate).astype(g.dtype) * g
+    if self.shortcut != "none":
+      y = self._shortcut(x) + y
     return nn.relu(y) if self.post_activation else y
 
   def _shortcut(self, x):
@@ -131,6 +133,9 @@ class ResidualBlock(nn.Module):
     """1 without stochastic depth; Bernoulli(p) in training; p in evaluation."""
     if not self.stochastic_depth:
       return jnp.ones((), jnp.float32)
+    if self.shortcut == "none":
+      raise ValueError("stochastic_depth: needs a shortcut (a dropped block of a plain network "
+                       "outputs zeros); got shortcut='none'")
     p = jnp.asarray(survival_prob, jnp.float32)
     if train:
       gate = jax.random.bernoulli(self.make_rng("stochastic_depth"), p).astype(jnp.float32)

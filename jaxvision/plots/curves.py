@@ -6,6 +6,8 @@ import pathlib
 
 from matplotlib.figure import Figure  # no pyplot: the caller's backend (inline plots) untouched
 
+from jaxvision.plots.figure import save_figure
+
 
 def plot_training_curves(rows: list[dict], out: str | pathlib.Path, title: str = "") -> pathlib.Path:
   """Loss and accuracy against step, train and eval, from metrics.jsonl rows; saves a PNG."""
@@ -23,9 +25,4 @@ def plot_training_curves(rows: list[dict], out: str | pathlib.Path, title: str =
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)
     ax.legend()
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  out = pathlib.Path(out)
-  fig.savefig(out, dpi=100)
-  return out
+  return save_figure(fig, out, title)

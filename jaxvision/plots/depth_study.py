@@ -10,6 +10,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: the caller's backend (inline plots) untouched
 
+from jaxvision.plots.figure import save_figure
+
 
 def _ok(rows):
   return [r for r in rows if not r.get("error")]
@@ -84,8 +86,7 @@ def _save(fig, path: pathlib.Path) -> None:
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  save_figure(fig, path)
 
 
 def plot_study(rows: list[dict], workdir: pathlib.Path) -> None:

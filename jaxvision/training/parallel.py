@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxvision.nn.ode_pmap import shapes_only
 from jaxvision.training import steps
 from jaxvision.training.tasks import Classification
 from jaxvision.training.validation import check_step_batch
@@ -100,9 +101,9 @@ class Pmap:
                check: Callable[[dict], None] | None = None):
     self.devices = list(devices or jax.local_devices())
     self.check = check or _no_check
-    self._train = jax.pmap(train_step, axis_name=PMAP_AXIS, in_axes=(0, 0, None),
+    self._train = jax.pmap(shapes_only(train_step), axis_name=PMAP_AXIS, in_axes=(0, 0, None),
                            donate_argnums=(0,), devices=self.devices)
-    self._eval = jax.pmap(eval_step, axis_name=PMAP_AXIS, devices=self.devices)
+    self._eval = jax.pmap(shapes_only(eval_step), axis_name=PMAP_AXIS, devices=self.devices)
     # One row of a stacked [devices, ...] array per device: what pmap reads without a copy.
     self._stacked = NamedSharding(Mesh(np.array(self.devices), (PMAP_AXIS,)), P(PMAP_AXIS))
 

@@ -17,6 +17,8 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxvision.data.builders.procedural import ProceduralSplits
+
 CLASSES = ("circle", "square", "triangle")
 _SPLIT_CODES = {"train": 0, "test": 1}
 
@@ -132,7 +134,7 @@ def render(config: ShapesConfig, split: str, index: int):
           np.array(labels, np.int64))
 
 
-class Shapes(tfds.core.GeneratorBasedBuilder):
+class Shapes(ProceduralSplits, tfds.core.GeneratorBasedBuilder):
   """Procedural shapes for segmentation and detection; needs no download."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -160,15 +162,8 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
         supervised_keys=("image", "mask"),
     )
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Procedural: nothing to download.
-    c = self.builder_config
-    return {"train": self._generate_examples("train", c.num_train),
-            "test": self._generate_examples("test", c.num_test)}
-
-  def _generate_examples(self, split: str, count: int):
-    for index in range(count):
-      image, mask, boxes, labels = render(self.builder_config, split, index)
-      objects = [{"bbox": tfds.features.BBox(*box), "label": int(label)}
-                 for box, label in zip(boxes.tolist(), labels)]
-      yield index, {"image": image, "mask": mask, "objects": objects}
+  def _example(self, split: str, index: int) -> dict:
+    image, mask, boxes, labels = render(self.builder_config, split, index)
+    objects = [{"bbox": tfds.features.BBox(*box), "label": int(label)}
+               for box, label in zip(boxes.tolist(), labels)]
+    return {"image": image, "mask": mask, "objects": objects}

@@ -1,0 +1,194 @@
+"""Arms x seeds: a study that trains each arm (a model setting) with several seeds through
+`fit` and reports what the seeds support.
+
+A study config (e.g. jaxvision/configs/plain_vs_residual.py) holds `train` (one training
+config: data, budget, optimizer), `arms` ({name: {"name": model name, "options": {...}}}, each
+overriding `train.model`) and `seeds`. Each (arm, seed) is a `fit` run in DIR/runs/ARM/seedS,
+reused when the study is run again with the same settings. Per arm: final test error and
+training error as mean +- std and a 95% Student-t interval over seeds, the time per epoch
+(training images / the median logged images/s), parameters. Outputs: DIR/results.md (with the
+versions, git revision and config that produced it), DIR/results.json, and DIR/curves.png:
+training and test error against iterations, the mean over seeds with a band from the lowest to
+the highest seed (jaxvision.plots.seeded).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxvision.plots.seeded import plot_error_bands
+from jaxvision.training.fit import fit
+from jaxvision.training.metric_writer import METRICS_FILE, read_metrics
+
+
+def run_config(config, arm: str, seed: int):
+  """The training config of one (arm, seed): `config.train` with the arm's model and the seed."""
+  if arm not in config.arms:
+    raise ValueError(f"arm: expected one of {sorted(config.arms)}, got {arm!r}")
+  c = copy.deepcopy(config.train)
+  c.model.name = config.arms[arm]["name"]
+  c.model.options.update(dict(config.arms[arm].get("options", {})))
+  c.seed = int(seed)
+  return c
+
+
+def curves(run_dir: pathlib.Path) -> dict:
+  """{"train": (steps, errors), "test": (steps, errors)} from a fit workdir's metrics.jsonl
+  (train rows are means over each logging window)."""
+  rows = read_metrics(run_dir / METRICS_FILE)
+  out = {}
+  for split, name in (("train", "train"), ("eval", "test")):
+    points = sorted({r["step"]: 1.0 - r["accuracy"] for r in rows
+                     if r.get("split") == split and "accuracy" in r}.items())
+    out[name] = tuple(map(list, zip(*points))) if points else ([], [])
+  return out
+
+
+def run_one(config, arm: str, seed: int, run_dir: pathlib.Path) -> dict:
+  """Trains one (arm, seed) in `run_dir` (resuming or reusing it) and returns its row."""
+  cfg = run_config(config, arm, seed)
+  summary = fit(cfg, run_dir, progress=False)
+  rows = read_metrics(run_dir / METRICS_FILE)
+  rates = [r["images_per_s"] for r in rows if r.get("split") == "train" and "images_per_s" in r]
+  train_curve = curves(run_dir)["train"][1]
+  return {"arm": arm, "seed": int(seed), "params": summary["num_params"],
+          "test_error": 1.0 - summary["eval_accuracy"],
+          "train_error": train_curve[-1] if train_curve else float("nan"),
+          "epoch_s": (summary["steps"] * cfg.batch_size / summary["epochs"] / statistics.median(rates)
+                      if rates else float("nan")),
+          "fit_s": summary["seconds"], "curves": curves(run_dir)}
+
+
+def interval(values: list[float]) -> dict:
+  """Mean, sample std and the 95% Student-t interval of the mean (n - 1 degrees of freedom)."""
+  from scipy import stats
+  v = np.asarray(values, np.float64)
+  mean = float(v.mean())
+  if v.size < 2:
+    return {"n": int(v.size), "mean": mean, "std": float("nan"), "lo": float("nan"),
+            "hi": float("nan")}
+  std = float(v.std(ddof=1))
+  half = float(stats.t.ppf(0.975, v.size - 1)) * std / np.sqrt(v.size)
+  return {"n": int(v.size), "mean": mean, "std": std, "lo": mean - half, "hi": mean + half}
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+  """One line per arm (in the rows' order): intervals of the test and training errors and of
+  the time per epoch over its seeds."""
+  arms = list(dict.fromkeys(r["arm"] for r in rows))
+  out = []
+  for arm in arms:
+    mine = [r for r in rows if r["arm"] == arm]
+    out.append({"arm": arm, "params": mine[0]["params"], "seeds": [r["seed"] for r in mine],
+                **{key: interval([r[key] for r in mine])
+                   for key in ("test_error", "train_error", "epoch_s")}})
+  return out
+
+
+def provenance(config) -> dict:
+  """What produced a results file: versions, git revision, machine and the study's config."""
+  import flax
+  import jax
+  import optax
+  try:
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=pathlib.Path(__file__).parent, timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    rev = ""
+  return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+          "git": rev or "unknown (not a git checkout)",
+          "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}), "
+                    f"{os.cpu_count()} CPU cores", "config": config.to_dict()}
+
+
+def _pct(x: float) -> str:
+  return "" if np.isnan(x) else f"{100 * x:.2f}"
+
+
+def markdown_table(summary: list[dict]) -> str:
+  lines = ["| arm | params | seeds | test error % (mean +- std) | 95% interval | "
+           "training error % (mean +- std) | s / epoch (mean +- std) |", "|---|---|---|---|---|---|---|"]
+  for s in summary:
+    te, tr, ep = s["test_error"], s["train_error"], s["epoch_s"]
+    lines.append(f"| {s['arm']} | {s['params']:,} | {te['n']} | {_pct(te['mean'])} +- "
+                 f"{_pct(te['std'])} | [{_pct(te['lo'])}, {_pct(te['hi'])}] | {_pct(tr['mean'])}"
+                 f" +- {_pct(tr['std'])} | {ep['mean']:.2f} +- {ep['std']:.2f} |")
+  return "\n".join(lines)
+
+
+def write_results(title: str, rows: list[dict], meta: dict, workdir: pathlib.Path) -> str:
+  """Writes results.json and results.md; returns the markdown."""
+  summary = summarize(rows)
+  (workdir / "results.json").write_text(json.dumps(
+      {"summary": summary, "runs": rows, "meta": meta}, indent=1, default=str))
+  t = meta["config"]["train"]
+  load = lambda l: "/".join(f"{x:.1f}" for x in l)  # noqa: E731
+  text = (f"# {title}\n\n"
+          f"Dataset {t['dataset']['name']}; {t['num_epochs']:g} epochs, batch {t['batch_size']}, "
+          f"{t['optimizer']['name']} lr {t['optimizer']['learning_rate']:g}; seeds "
+          f"{list(meta['config']['seeds'])}. Test error: the final evaluation; training error: "
+          "the last logging window's mean. Device: "
+          f"{meta['device']}; jax {meta['jax']}, flax {meta['flax']}, optax {meta['optax']}; "
+          f"git {meta['git']}. Wall time {meta['wall_s'] / 60:.1f} min; load average "
+          f"{load(meta['load_before'])} before, {load(meta['load_after'])} after.\n\n"
+          + markdown_table(summary) + "\n\n![curves](curves.png)\n\n"
+          "The config that produced it:\n\n```json\n"
+          + json.dumps(meta["config"], indent=1, default=str) + "\n```\n")
+  (workdir / "results.md").write_text(text)
+  return text
+
+
+def run_study(config, workdir: str | pathlib.Path, *, title: str,
+              progress: bool = True) -> list[dict]:
+  """Trains every (arm, seed) of `config` in `workdir`; writes the results and the curves."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  jobs = [(arm, seed) for arm in config.arms for seed in config.seeds]
+  load_before, t0 = os.getloadavg(), time.time()
+  rows = []
+  bar = tqdm(jobs, desc=title, unit="run", disable=not progress)
+  for arm, seed in bar:
+    bar.set_postfix_str(f"{arm} seed {seed}")
+    rows.append(run_one(config, arm, seed, workdir / "runs" / arm / f"seed{seed}"))
+  meta = {**provenance(config), "wall_s": time.time() - t0, "load_before": load_before,
+          "load_after": os.getloadavg()}
+  write_results(title, rows, meta, workdir)
+  plot_error_bands(rows, workdir / "curves.png", title)
+  return rows
+
+
+def main(title: str) -> None:
+  """The command line of a seeded study: `--config NAME|FILE --workdir DIR`."""
+  import sys
+
+  from absl import app, flags, logging
+  from ml_collections import config_flags
+
+  from jaxvision import configs
+  config = config_flags.DEFINE_config_file("config", None, "a study config (name or file)",
+                                           lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "Directory for the runs, table and plots.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def run(argv):
+    if len(argv) > 1:
+      raise ValueError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    run_study(config.value, workdir.value, title=title)
+    print((pathlib.Path(workdir.value) / "results.md").read_text().split("\n\n![")[0])
+
+  try:
+    argv = configs.resolve_argv(sys.argv)[0]
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  app.run(run, argv=argv)

@@ -1,0 +1,85 @@
+"""A seeded study (arms x seeds through fit): rows, intervals, the results file and the curves."""
+
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxvision.analysis import seeded_study
+from jaxvision.configs import plain_vs_residual, stochastic_depth
+from jaxvision.training.config import default_config
+
+TINY = dict(stage_sizes=(1,), widths=(4,), stem="cifar", stem_width=4)
+
+
+def test_interval_is_students_t_over_the_seeds():
+  got = seeded_study.interval([0.1, 0.2, 0.3])
+  half = 4.302652729911275 * 0.1 / np.sqrt(3)  # t(0.975, 2 dof) * std / sqrt(n)
+  assert got["n"] == 3 and got["mean"] == pytest.approx(0.2) and got["std"] == pytest.approx(0.1)
+  assert (got["lo"], got["hi"]) == pytest.approx((0.2 - half, 0.2 + half))
+  assert np.isnan(seeded_study.interval([0.5])["std"])
+
+
+def test_study_configs_pair_plain_with_residual_and_sd_with_none():
+  arms = plain_vs_residual.get_config().arms
+  assert {a: (arms[a]["name"], dict(arms[a]["options"]).get("shortcut")) for a in arms} == {
+      "plain20": ("cifar_resnet20", "none"), "resnet20": ("cifar_resnet20", None),
+      "plain56": ("cifar_resnet56", "none"), "resnet56": ("cifar_resnet56", None)}
+  sd = stochastic_depth.get_config()
+  assert [dict(a["options"]).get("stochastic_depth", False) for a in sd.arms.values()] == [False, True]
+  assert list(sd.seeds) == [0, 1, 2] and sd.train.dataset.name == "clutter10"
+  with pytest.raises(ValueError, match="dataset: expected one of .*got 'nope'"):
+    plain_vs_residual.get_config("nope")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+  c = ml_collections.ConfigDict()
+  c.arms = ml_collections.ConfigDict({
+      "plain": dict(name="resnet", options=dict(shortcut="none")),
+      "residual": dict(name="resnet", options=dict())})
+  c.seeds = (0, 1)
+  t = default_config()
+  t.model.name = "resnet"
+  t.model.options.update(TINY)
+  t.dataset.name = "digits"
+  t.batch_size, t.eval_batch_size, t.num_train_steps = 32, 120, 6
+  t.log_every_steps = t.eval_every_steps = t.checkpoint_every_steps = 3
+  t.plot = False
+  c.train = t
+  workdir = tmp_path_factory.mktemp("study")
+  return c, workdir, seeded_study.run_study(c, workdir, title="tiny", progress=False)
+
+
+def test_every_arm_and_seed_is_a_fit_run_with_its_own_seed(study):
+  config, workdir, rows = study
+  assert [(r["arm"], r["seed"]) for r in rows] == [("plain", 0), ("plain", 1), ("residual", 0),
+                                                    ("residual", 1)]
+  for r in rows:
+    summary = json.loads((workdir / "runs" / r["arm"] / f"seed{r['seed']}" / "summary.json").read_text())
+    assert summary["steps"] == 6 and r["test_error"] == pytest.approx(1 - summary["eval_accuracy"])
+    assert r["curves"]["test"][0] == [3, 6] and r["curves"]["train"][0] == [3, 6]
+    assert r["epoch_s"] > 0
+  # Seeds differ (initialisation and batches), and so do the arms' parameter counts (none here).
+  assert rows[0]["curves"]["train"][1] != rows[1]["curves"]["train"][1]
+  assert rows[0]["params"] == rows[2]["params"]
+
+
+def test_results_name_the_intervals_versions_and_config(study):
+  config, workdir, rows = study
+  text = (workdir / "results.md").read_text()
+  summary = seeded_study.summarize(rows)
+  plain = summary[0]["test_error"]
+  assert plain == seeded_study.interval([rows[0]["test_error"], rows[1]["test_error"]])
+  assert f"| plain | {rows[0]['params']:,} | 2 | {100 * plain['mean']:.2f} +- " in text
+  for word in ("jax ", "flax ", "git ", '"shortcut": "none"', "digits"):
+    assert word in text, word
+  assert (workdir / "curves.png").stat().st_size > 10_000
+  saved = json.loads((workdir / "results.json").read_text())
+  assert [s["arm"] for s in saved["summary"]] == ["plain", "residual"]
+
+
+def test_an_unknown_arm_is_named():
+  with pytest.raises(ValueError, match=r"arm: expected one of \['plain20', .*got 'x'"):
+    seeded_study.run_config(plain_vs_residual.get_config(), "x", 0)
