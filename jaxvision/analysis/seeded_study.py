@@ -41,10 +41,9 @@ def run_config(config, arm: str, seed: int):
   return c
 
 
-def curves(run_dir: pathlib.Path) -> dict:
-  """{"train": (steps, errors), "test": (steps, errors)} from a fit workdir's metrics.jsonl
+def curves(rows: list[dict]) -> dict:
+  """{"train": (steps, errors), "test": (steps, errors)} from a fit workdir's metrics.jsonl rows
   (train rows are means over each logging window)."""
-  rows = read_metrics(run_dir / METRICS_FILE)
   out = {}
   for split, name in (("train", "train"), ("eval", "test")):
     points = sorted({r["step"]: 1.0 - r["accuracy"] for r in rows
@@ -59,13 +58,14 @@ def run_one(config, arm: str, seed: int, run_dir: pathlib.Path) -> dict:
   summary = fit(cfg, run_dir, progress=False)
   rows = read_metrics(run_dir / METRICS_FILE)
   rates = [r["images_per_s"] for r in rows if r.get("split") == "train" and "images_per_s" in r]
-  train_curve = curves(run_dir)["train"][1]
+  run_curves = curves(rows)
+  train_errors = run_curves["train"][1]
   return {"arm": arm, "seed": int(seed), "params": summary["num_params"],
           "test_error": 1.0 - summary["eval_accuracy"],
-          "train_error": train_curve[-1] if train_curve else float("nan"),
+          "train_error": train_errors[-1] if train_errors else float("nan"),
           "epoch_s": (summary["steps"] * cfg.batch_size / summary["epochs"] / statistics.median(rates)
                       if rates else float("nan")),
-          "fit_s": summary["seconds"], "curves": curves(run_dir)}
+          "fit_s": summary["seconds"], "curves": run_curves}
 
 
 def interval(values: list[float]) -> dict:
