@@ -11,10 +11,13 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+import flax.linen as nn  # noqa: E402
+
 from jaxvision.models.odenet import ODENet  # noqa: E402
 from jaxvision.nn.ode_options import ODEOptions  # noqa: E402
 from jaxvision.models.resnet import ResNet  # noqa: E402
 from jaxvision.training import parallel, steps  # noqa: E402
+from jaxvision.training.segmentation_task import Segmentation  # noqa: E402
 from jaxvision.training.train_state import create_train_state  # noqa: E402
 
 
@@ -40,19 +43,39 @@ def tiny_ode():
                 ode=ODEOptions(solver="rk4", controller="constant", dt=0.25))
 
 
-def compare(out, model, runs, batches, rng):
+class PixelClassifier(nn.Module):
+  """Two 3x3 convolutions to 4 classes per pixel: a segmentation model with no BatchNorm."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    return nn.Conv(4, (3, 3))(nn.relu(nn.Conv(8, (3, 3))(x)))
+
+
+def segmentation_batches(rs, n_steps):
+  """Masks whose shards hold very different numbers of valid pixels (label 255: ignore), so a
+  mean of per-device means differs from the global mean."""
+  batches = []
+  for _ in range(n_steps):
+    mask = rs.randint(0, 4, (16, 8, 8)).astype(np.int32)
+    mask[:8, 2:] = 255  # the first four devices see a quarter of the pixels
+    batches.append({"image": rs.randn(16, 8, 8, 3).astype(np.float32), "mask": mask})
+  return batches
+
+
+def compare(out, model, runs, batches, rng, task=None):
   """Adds to `out` the largest differences of each (name, kind, model) run's state and metrics
   from a single-device step from the same initial state; returns that state."""
   tx = optax.sgd(0.1, momentum=0.9)
   state0 = create_train_state(model, tx, jax.random.key(0), (8, 8, 3))
-  single = jax.jit(steps.make_train_step())
+  single = jax.jit(steps.make_train_step(task))
   s, ref_metrics = state0, []
   for b in batches:
     s, m = single(s, b, rng)
     ref_metrics.append(host(m))
   ref = host((s.params, s.batch_stats, s.opt_state))
   for name, kind, model in runs:
-    dp = parallel.data_parallel(kind)
+    dp = parallel.data_parallel(kind, task)
     st = dp.put_state(jax.tree.map(np.array, state0.replace(apply_fn=model.apply)))
     metrics = []
     for b in batches:
@@ -79,6 +102,9 @@ def main():
                                  ("pmap_unsynced", "pmap", tiny())), batches, rng)
   compare(out, tiny_ode(), (("ode_jit", "jit", tiny_ode()), ("ode_pmap", "pmap", tiny_ode())),
           batches, rng)
+  compare(out, PixelClassifier(), (("segmentation_jit", "jit", PixelClassifier()),
+                                   ("segmentation_pmap", "pmap", PixelClassifier())),
+          segmentation_batches(rs, n_steps), rng, Segmentation(num_overlays=0))
   # A batch that does not divide across the 8 devices is refused before any compute.
   for kind in ("jit", "pmap"):
     dp = parallel.data_parallel(kind)

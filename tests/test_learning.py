@@ -1,7 +1,7 @@
 """Fast learning tests (issue #21 item 3): a short run on tiny offline data must clear a bar far
 above chance, so that a broken loss, label mapping or target encoding fails `make test`.
-Classification, YOLO detection and U-Net segmentation so far; Faster R-CNN and multi-label
-still to come."""
+Classification, multi-label classification, YOLO and Faster R-CNN detection, and U-Net
+segmentation."""
 
 from jaxvision.training.config import default_config
 from jaxvision.training.fit import fit
@@ -26,6 +26,7 @@ def test_cifar_resnet_learns_digits(digits_dir, tmp_path):
 
 
 SHAPES = dict(image_size=32, num_train=512, num_test=64, min_extent=0.3, max_extent=0.5)
+MULTILABEL_SHAPES = dict(SHAPES, num_train=2048)
 
 
 def test_yolo_learns_shapes_detection(tiny_shapes, tmp_path, monkeypatch):
@@ -58,6 +59,75 @@ def test_yolo_learns_shapes_detection(tiny_shapes, tmp_path, monkeypatch):
   c.plot = False
   summary = fit(c, tmp_path, progress=False)
   assert summary["eval"]["map_voc07"] >= 0.25, summary["eval"]
+
+
+def test_faster_rcnn_learns_shapes_detection(tiny_shapes, tmp_path, monkeypatch):
+  """Faster R-CNN (RPN + RoIAlign head) on a narrow ResNet, 32x32 shapes (2048 images), 600
+  steps: VOC07 mAP@0.5 >= 0.6 (0.805 measured; 0.21 after 200 steps on 512 images); an RPN or
+  head whose targets, sampling, box coding or class ids are broken finds few boxes at IoU 0.5.
+  About 75 CPU-seconds, the data build included."""
+  from jaxvision.data import detection
+  from jaxvision.data.builders.shapes import ShapesConfig
+
+  data_dir, spec = tiny_shapes(ShapesConfig(name="learning_multilabel", **MULTILABEL_SHAPES),
+                               "learning_multilabel_detection")
+  monkeypatch.setitem(detection.DATASETS, "learning_multilabel_detection", spec)
+  c = default_config()
+  c.task = "rcnn_detection"
+  c.model.name = "faster_rcnn"
+  o = c.model.options
+  o.backbone = "resnet"
+  o.backbone_options = dict(stage_sizes=(1, 1), widths=(16, 32), stem="imagenet", stem_width=16)
+  o.anchor_sizes, o.aspect_ratios, o.anchor_offset = (10, 14), (1.0,), 0.5
+  o.rpn_batch_size, o.roi_batch_size = 32, 32
+  o.rpn_pre_nms_top_n_train = o.rpn_pre_nms_top_n_test = 32
+  o.rpn_post_nms_top_n_train, o.rpn_post_nms_top_n_test = 16, 16
+  o.roi_output_size, o.representation_size = 5, 128
+  c.dataset.name = "learning_multilabel_detection"
+  c.dataset.data_dir = data_dir
+  c.batch_size, c.eval_batch_size = 32, 64
+  c.num_train_steps = 600
+  c.optimizer.name = "adamw"
+  c.optimizer.learning_rate = 3e-3
+  c.optimizer.weight_decay = 5e-4
+  c.optimizer.warmup_epochs = 1.0
+  c.eval_every_steps = c.checkpoint_every_steps = 600
+  c.best_metric = "map_voc07"
+  c.plot = False
+  summary = fit(c, tmp_path, progress=False)
+  assert summary["eval"]["map_voc07"] >= 0.6, summary["eval"]
+
+
+def test_resnet_learns_which_shapes_appear(tiny_shapes, tmp_path, monkeypatch):
+  """Multi-label classification (which of circle, square, triangle an image holds) on 32x32
+  shapes on textured backgrounds, 800 steps of a narrow ResNet: mAP >= 0.75 (0.876 measured),
+  against about 0.6 for scores that ignore the image (each class is in about 60% of them). An
+  ImageNet stem: with the CIFAR stem's small receptive field the loss stays at ln 2 for
+  hundreds of steps (mAP 0.62 after 300)."""
+  from jaxvision.data import detection, multilabel
+  from jaxvision.data.builders.shapes import ShapesConfig
+
+  data_dir, spec = tiny_shapes(ShapesConfig(name="learning_multilabel", **MULTILABEL_SHAPES),
+                               "learning_multilabel_detection")
+  monkeypatch.setitem(detection.DATASETS, "learning_multilabel_detection", spec)
+  monkeypatch.setitem(multilabel.SOURCES, "learning_multilabel", "learning_multilabel_detection")
+  c = default_config()
+  c.task = "multilabel_classification"
+  c.model.name = "resnet"
+  c.model.options.update(dict(stage_sizes=(1, 1), widths=(16, 32), stem="imagenet",
+                              stem_width=16))
+  c.dataset.name = "learning_multilabel"
+  c.dataset.data_dir = data_dir
+  c.batch_size, c.eval_batch_size = 32, 64
+  c.num_train_steps = 800
+  c.optimizer.name = "adamw"
+  c.optimizer.learning_rate = 3e-3
+  c.optimizer.weight_decay = 1e-4
+  c.eval_every_steps = c.checkpoint_every_steps = 800
+  c.best_metric = "map"
+  c.plot = False
+  summary = fit(c, tmp_path, progress=False)
+  assert summary["eval"]["map"] >= 0.75, summary["eval"]
 
 
 SEGMENTATION_SHAPES = dict(image_size=32, num_train=512, num_test=64, min_extent=0.4,

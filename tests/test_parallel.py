@@ -31,7 +31,8 @@ TOLERANCE = {"ode_jit": {"params": 1e-3, "opt_state": 1e-2},
              "ode_pmap": {"params": 1e-3, "opt_state": 1e-2}}
 
 
-@pytest.mark.parametrize("kind", ["jit", "pmap", "ode_jit", "ode_pmap"])
+@pytest.mark.parametrize("kind", ["jit", "pmap", "ode_jit", "ode_pmap", "segmentation_jit",
+                                  "segmentation_pmap"])
 def test_data_parallel_step_equals_single_device_step(diffs, kind):
   assert diffs["devices"] == 8 and diffs[kind]["num_devices"] == 8
   for part in ("params", "batch_stats", "opt_state", "metrics"):

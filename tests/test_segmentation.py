@@ -430,17 +430,17 @@ def test_voc2012_segmentation_builder_reads_a_devkit(tmp_path):
   np.testing.assert_array_equal(ex["segmentation_mask"][..., 0], masks["2007_000063"])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name,epochs,bar", [("fcn_shapes", 2.0, 0.4), ("unet_shapes", 1.0, 0.3)])
-def test_shapes_configs_learn_in_a_shorter_run(name, epochs, bar, tmp_path):
-  """The benchmark configs (docs/BENCHMARKS.md: mIoU >= 0.80 in full) clear a lower bar early."""
+@pytest.mark.slow  # the full runs: about 3 and 6 CPU-minutes
+@pytest.mark.parametrize("name,bar", [("fcn_shapes", 0.80), ("unet_shapes", 0.90)])
+def test_shapes_configs_reach_their_documented_miou(name, bar, tmp_path):
+  """The benchmark configs in full reach docs/BENCHMARKS.md's mIoU (FCN-8s 0.866, U-Net 0.941)
+  within a margin."""
   import importlib
 
   from jaxvision.training.fit import fit
 
   c = importlib.import_module(f"jaxvision.configs.{name}").get_config()
   c.dataset.data_dir = str(tmp_path / "data")
-  c.num_epochs = epochs
   c.plot = False
   summary = fit(c, tmp_path / "run", progress=False)
   assert summary["eval"]["miou"] >= bar

@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxvision.losses.segmentation import IGNORE_LABEL, pixel_cross_entropy_sum, valid_pixels
 from jaxvision.metrics.segmentation import confusion_matrix, segmentation_scores
-from jaxvision.training.task import SumAccumulator, Task
+from jaxvision.training.task import SumAccumulator, Task, shard_mean
 from jaxvision.training.validation import check_image, check_keys
 
 
@@ -43,12 +43,19 @@ class Segmentation(Task):
     return ("loss", "accuracy", "miou") + tuple(f"iou_{k}" for k in range(self.num_classes or 0))
 
   def loss(self, logits, batch) -> tuple[jax.Array, dict]:
+    return self._pixel_means(logits, batch, axis_name=None)
+
+  def shard_loss(self, logits, batch, axis_name: str) -> tuple[jax.Array, dict]:
+    return self._pixel_means(logits, batch, axis_name)
+
+  @staticmethod
+  def _pixel_means(logits, batch, axis_name: str | None) -> tuple[jax.Array, dict]:
+    """Cross-entropy and accuracy over the valid pixels of the whole (global) batch."""
     mask = batch["mask"]
     total, count = pixel_cross_entropy_sum(logits, mask)
-    count = jnp.maximum(count, 1.0)
     correct = jnp.sum((jnp.argmax(logits, -1) == mask) * valid_pixels(mask))
-    ce = total / count
-    return ce, {"loss": ce, "accuracy": correct / count}
+    ce = shard_mean(total, count, axis_name)
+    return ce, {"loss": ce, "accuracy": shard_mean(correct, count, axis_name)}
 
   def eval_outputs(self, logits, batch) -> dict:
     mask = batch["mask"]

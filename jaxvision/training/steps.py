@@ -2,8 +2,9 @@
 
 `train_step(state, batch, rng) -> (state, metrics)` is one body for every parallel wrapper:
 under jit with a sharded batch it sees the global batch; under pmap (`axis_name` set) it sees
-one shard and averages gradients and metrics over `axis_name` (the model's BatchNorm must be
-built with the same `axis_name` to synchronise its statistics).
+one shard, takes the task's `shard_loss` (whose pmean is the global batch's loss) and averages
+gradients and metrics over `axis_name` (the model's BatchNorm must be built with the same
+`axis_name` to synchronise its statistics).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def make_train_step(task: Task | None = None, *, l1: float = 0.0,
       outputs, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
                                         batch["image"], train=True, rngs=rngs, mutable=collections,
                                         **kwargs)
-      loss, metrics = task.loss(outputs, batch)
+      loss, metrics = (task.loss(outputs, batch) if axis_name is None
+                       else task.shard_loss(outputs, batch, axis_name))
       metrics.update(intermediate_metrics(updates.get("intermediates", {}), log_intermediates))
       total = loss + l1 * l1_penalty(params) if l1 else loss
       return total, (metrics, updates["batch_stats"])

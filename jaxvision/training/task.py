@@ -1,7 +1,7 @@
 """The task contract: what a train step minimises and what an evaluation measures.
 
 A task is the only part of the training core that knows the batch format. `steps.py` calls
-`loss` in training and `eval_outputs` in evaluation; the loop feeds the eval outputs of every
+`loss` in training (`shard_loss` under pmap) and `eval_outputs` in evaluation; the loop feeds the eval outputs of every
 batch to `accumulator()` on the host and logs its `result()`. Subclasses implement the four
 abstract methods and may override the attributes and the hooks below; nothing else is looked up
 on a task.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 EVAL_REDUCTIONS = ("sum", "gather")
@@ -79,6 +80,14 @@ class Task(abc.ABC):
   def loss(self, outputs, batch: dict) -> tuple[jax.Array, dict]:
     """(scalar loss to minimise, train metrics including "loss") of the model's outputs."""
 
+  def shard_loss(self, outputs, batch: dict, axis_name: str) -> tuple[jax.Array, dict]:
+    """`loss` of one pmap shard, scaled so that its pmean over `axis_name` is the loss of the
+    global batch. The default fits losses that are means over a fixed number of examples per
+    shard (every shard holds as many); a loss normalised by a data-dependent count (valid pixels)
+    overrides it and divides by the count over all devices (`shard_mean`)."""
+    del axis_name
+    return self.loss(outputs, batch)
+
   @abc.abstractmethod
   def eval_outputs(self, outputs, batch: dict):
     """What an eval step returns for `accumulator().add` (a pytree of arrays)."""
@@ -103,3 +112,13 @@ class Task(abc.ABC):
   def on_train_end(self, state, config, workdir) -> None:
     """Runs once after training on the primary process (e.g. saves drawn predictions)."""
     del state, config, workdir
+
+
+def shard_mean(total, count, axis_name: str | None):
+  """`total / count` over the global batch, as one shard's share: under pmap, `total * n /
+  psum(count)` on each of the n devices, whose pmean is `psum(total) / psum(count)` (a mean of
+  per-device means would weight the shards' elements unequally). Without `axis_name`: the mean."""
+  if axis_name is None:
+    return total / jnp.maximum(count, 1.0)
+  devices = jax.lax.psum(1, axis_name)
+  return total * devices / jnp.maximum(jax.lax.psum(count, axis_name), 1.0)
