@@ -3,6 +3,7 @@
   python bench/ode_vs_torchdiffeq.py                        # both (torch + torchdiffeq needed)
   python bench/ode_vs_torchdiffeq.py --only jax             # the jaxvision half alone
   python bench/ode_vs_torchdiffeq.py --adjoint backsolve --solver midpoint --dt 0.1
+  python bench/ode_vs_torchdiffeq.py --only jax --solver midpoint --conv-impl xla  # ablations
 
 The model of torchdiffeq's examples/odenet_mnist.py (`odenet_mnist`: downsampling to 64 x 6 x 6,
 ODEfunc GN-ReLU-ConcatConv-GN-ReLU-ConcatConv-GN over t in [0, 1], GN-ReLU-pool-Linear head) on
@@ -47,7 +48,8 @@ def synthetic_batch(batch: int, size: int) -> dict:
 def jax_model(args):
   fixed = dict(controller="constant", dt=args.dt) if args.solver != "dopri5" else {}
   return create_model("odenet_mnist", num_classes=10, solver=args.solver, rtol=args.tol,
-                      atol=args.tol, adjoint=args.adjoint, **fixed)
+                      atol=args.tol, adjoint=args.adjoint, checkpoints=args.checkpoints,
+                      conv_impl=args.conv_impl, **fixed)
 
 
 def alternate(runners: list[dict], n: int) -> None:
@@ -210,6 +212,10 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--dt", type=float, default=0.1, help="step of the fixed-step solvers")
   p.add_argument("--tol", type=float, default=1e-3, help="rtol = atol of dopri5")
   p.add_argument("--adjoint", choices=tuple(TORCH_ADJOINT), default="recursive_checkpoint")
+  p.add_argument("--checkpoints", type=int, default=None,
+                 help="jaxvision: checkpoints of recursive_checkpoint (default: diffrax's)")
+  p.add_argument("--conv-impl", choices=("xla", "patches"), default=None,
+                 help="jaxvision: how f's convolutions run (default: patches on the CPU)")
   p.add_argument("--lr", type=float, default=0.1)
   p.add_argument("--steps", type=int, default=10, help="timed steps after the first one")
   return p
@@ -218,7 +224,9 @@ def parser() -> argparse.ArgumentParser:
 def setting(args) -> str:
   return (f"odenet_mnist batch={args.batch} size={args.size} solver={args.solver} "
           + (f"tol={args.tol:g}" if args.solver == "dopri5" else f"dt={args.dt:g}")
-          + f" adjoint={args.adjoint}")
+          + f" adjoint={args.adjoint}"
+          + (f" checkpoints={args.checkpoints}" if args.checkpoints else "")
+          + (f" conv_impl={args.conv_impl}" if args.conv_impl else ""))
 
 
 def measure(args) -> list[dict]:

@@ -24,8 +24,9 @@ def hlo(fn, *args) -> str:
 @pytest.mark.parametrize("size,strides,padding,kernel,im2col", [
     (2, 1, 1, 3, True),     # 2x2 output
     (4, 2, 1, 3, True),     # stride 2 to 2x2
-    (4, 1, 1, 3, True),     # 4x4 = SMALL_OUTPUT pixels
-    (5, 1, 1, 3, False),    # 5x5 = 25 pixels
+    (32, 1, 1, 3, True),    # 32x32 = SMALL_OUTPUT pixels
+    (33, 1, 1, 3, False),   # 33x33 = 1089 pixels
+    (64, 2, 1, 3, True),    # stride 2 to 32x32
     (4, 1, 0, 1, True),     # 1x1 kernel
     (9, 2, 0, 3, True),     # 4x4, no padding
 ])

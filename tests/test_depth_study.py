@@ -124,7 +124,10 @@ def test_mini_sweep_end_to_end(tmp_path, digits_dir):
   assert rows[1]["peak_mb"] > rows[0]["peak_mb"]
   for name in ("results.csv", "results.md"):
     assert (tmp_path / name).exists()
-  assert "| residual_N02_shared |" in (tmp_path / "results.md").read_text()
+  results = (tmp_path / "results.md").read_text()
+  assert "| residual_N02_shared |" in results
+  for word in ("jax ", "flax ", "git ", '"depths": [', '"num_train_steps": 30'):  # provenance
+    assert word in results, word
   for name in ("depth_study", "accuracy", "memory", "distance"):
     assert is_png(tmp_path / f"{name}.png")
   # A second run of the same study reuses the finished runs.

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxvision.analysis.provenance import config_block, provenance, versions_line
 from jaxvision.losses import cross_entropy
 from jaxvision.models.odenet import ode_twin
 from jaxvision.nn.ode import EvaluationCounter, ODEOptions
@@ -246,9 +247,7 @@ def run_study(config, workdir: str | pathlib.Path, *, progress: bool = True) -> 
   meta = {"dataset": config.train.dataset.name, "epochs": config.train.num_epochs,
           "batch_size": config.train.batch_size, "optimizer": config.train.optimizer.name,
           "learning_rate": config.train.optimizer.learning_rate,
-          "model_options": config.train.model.options.to_dict(),
-          "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}), "
-                    f"{os.cpu_count()} CPU cores",
+          "model_options": config.train.model.options.to_dict(), **provenance(config),
           "wall_s": time.time() - t0, "load_before": load_before, "load_after": os.getloadavg()}
   write_markdown(rows, meta, workdir / "results.md")
   plot_study(rows, workdir)
@@ -295,7 +294,8 @@ def write_markdown(rows: list[dict], meta: dict, path: pathlib.Path) -> None:
   load = lambda l: "/".join(f"{x:.1f}" for x in l)
   text = (f"# Depth study on {meta['dataset']}\n\n"
           f"`odenet` ({opts}); {meta['epochs']:g} epochs, batch {meta['batch_size']}, "
-          f"{meta['optimizer']} lr {meta['learning_rate']:g}. Device: {meta['device']}. "
+          f"{meta['optimizer']} lr {meta['learning_rate']:g}. Device: {meta['device']}; "
+          f"{versions_line(meta)}. "
           f"Wall time {meta['wall_s'] / 60:.1f} min; load average (1/5/15 min) "
           f"{load(meta['load_before'])} before, {load(meta['load_after'])} after.\n\n"
           "Columns: N blocks at step h = T/N (residual) or the ODE solver; test accuracy at the "
@@ -304,7 +304,7 @@ def write_markdown(rows: list[dict], meta: dict, path: pathlib.Path) -> None:
           "training) and per backward pass; peak "
           "and temporary memory of the compiled train step (XLA); relative distance of a "
           "shared-weight stage's output to the ODE solution on the same f, trained and at "
-          "initialisation.\n\n" + markdown_table(rows) + "\n")
+          "initialisation.\n\n" + markdown_table(rows) + "\n\n" + config_block(meta))
   path.write_text(text)
 
 

@@ -19,12 +19,12 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import time
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxvision.analysis.provenance import config_block, provenance, versions_line
 from jaxvision.plots.seeded import plot_error_bands
 from jaxvision.training.fit import fit
 from jaxvision.training.metric_writer import METRICS_FILE, read_metrics
@@ -94,22 +94,6 @@ def summarize(rows: list[dict]) -> list[dict]:
   return out
 
 
-def provenance(config) -> dict:
-  """What produced a results file: versions, git revision, machine and the study's config."""
-  import flax
-  import jax
-  import optax
-  try:
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=pathlib.Path(__file__).parent, timeout=10).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    rev = ""
-  return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-          "git": rev or "unknown (not a git checkout)",
-          "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}), "
-                    f"{os.cpu_count()} CPU cores", "config": config.to_dict()}
-
-
 def _pct(x: float) -> str:
   return "" if np.isnan(x) else f"{100 * x:.2f}"
 
@@ -137,12 +121,10 @@ def write_results(title: str, rows: list[dict], meta: dict, workdir: pathlib.Pat
           f"{t['optimizer']['name']} lr {t['optimizer']['learning_rate']:g}; seeds "
           f"{list(meta['config']['seeds'])}. Test error: the final evaluation; training error: "
           "the last logging window's mean. Device: "
-          f"{meta['device']}; jax {meta['jax']}, flax {meta['flax']}, optax {meta['optax']}; "
-          f"git {meta['git']}. Wall time {meta['wall_s'] / 60:.1f} min; load average "
+          f"{meta['device']}; {versions_line(meta)}. Wall time {meta['wall_s'] / 60:.1f} min; "
+          "load average "
           f"{load(meta['load_before'])} before, {load(meta['load_after'])} after.\n\n"
-          + markdown_table(summary) + "\n\n![curves](curves.png)\n\n"
-          "The config that produced it:\n\n```json\n"
-          + json.dumps(meta["config"], indent=1, default=str) + "\n```\n")
+          + markdown_table(summary) + "\n\n![curves](curves.png)\n\n" + config_block(meta))
   (workdir / "results.md").write_text(text)
   return text
 

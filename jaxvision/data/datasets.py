@@ -103,7 +103,7 @@ DATASETS: dict[str, DatasetSpec] = {
             std=(0.2887,) * 3, offline_build=True, **_CIFAR),
         DatasetSpec(  # procedural CIFAR-sized stand-in (jaxvision/data/builders/clutter10.py)
             name="clutter10", tfds_name="clutter10", num_classes=10,
-            mean=(0.5008, 0.4998, 0.4997), std=(0.2397, 0.2406, 0.2383),
+            mean=(0.5011, 0.5000, 0.4994), std=(0.2391, 0.2401, 0.2377),
             offline_build=True, **_CIFAR),
         DatasetSpec(
             name="mnist", tfds_name="mnist", train_split="train",

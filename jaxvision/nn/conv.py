@@ -3,10 +3,13 @@
 XLA:CPU's convolution is slow on small output maps: for a 3x3 convolution over a batch of 32 it
 runs forward and backward 108x slower than im2col + one matmul on a 2x2 output with 512
 channels (ResNet-18's last stage on 64x64 images), 14x on the 2x2 output of a stride-2
-transition, about 2x on 4x4 outputs, equally fast on 3x3, and 1.5-2x faster than im2col from
-8x8 up (docs/BENCHMARKS.md, bench/vs_torch.py). So on the CPU, convolutions with at most
-`SMALL_OUTPUT` output pixels run as `patches_conv`; everything else, and every other backend,
-keeps XLA's convolution. Same parameters, same result up to float rounding.
+transition, about 2x on 4x4 outputs. On larger maps single convolutions are closer, but whole
+train steps still run faster with im2col up to 32x32 outputs (ResNet-18 on 64x64, batch 32:
+about 10-19% per step; CIFAR ResNet-20 on 32x32, batch 128: 6%; docs/BENCHMARKS.md). So on the
+CPU, convolutions with at most `SMALL_OUTPUT` output pixels run as `patches_conv` (its patches
+take batch x pixels x kh*kw*C floats: 300 MB for a 3x3x64 convolution on 32x32, batch 128);
+larger maps, and every other backend, keep XLA's convolution. Same parameters, same result up
+to float rounding.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from jax import lax
 
 from jaxvision.nn.ode_field import patches_conv
 
-SMALL_OUTPUT = 16  # output pixels (H * W) up to which XLA:CPU convolutions run as im2col
+SMALL_OUTPUT = 1024  # output pixels (H * W) up to which XLA:CPU convolutions run as im2col
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, **kw):
