@@ -3,7 +3,7 @@
   python bench/vs_torch.py                                  # ResNet-18, batch 32, 64x64
   python bench/vs_torch.py --model resnet50 --batch 16 --size 64
   python bench/vs_torch.py --model cifar_resnet20 --batch 128 --size 32 --num-classes 10
-  python bench/vs_torch.py --before                         # jaxvision before its CPU fixes
+  python bench/vs_torch.py --before                         # an emulation of the pre-fix code
   python bench/vs_torch.py --xla-flags=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution
 
 One training step = forward, cross-entropy, backward and an SGD update with momentum 0.9 (no
@@ -51,7 +51,7 @@ class Spec:
   conv: str = "default"   # JAX residual-network convolutions: "default" (jaxvision.nn.conv),
                           # "xla" (XLA's everywhere) or "patches" (im2col everywhere)
   small_output: int | None = None  # "default": im2col up to this many output pixels on CPU
-  before: bool = False    # jaxvision before the CPU fixes: XLA convolutions, one-trip loops
+  before: bool = False    # emulate the pre-fix code: XLA convolutions, one-trip loops
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +120,8 @@ def _force_conv(name: str):
 
 
 def _before_cpu_fixes():
-  """jaxvision as it was before its CPU fixes (for the "before" rows of docs/BENCHMARKS.md): XLA's
+  """An emulation of jaxvision before its CPU fixes, patched into today's code at run time (for
+  the "before" rows of docs/BENCHMARKS.md; not the old code itself): XLA's
   convolution everywhere, and a one-block scanned stage compiled as a loop of one trip."""
   import jax
 
@@ -269,8 +270,9 @@ def main():
   p.add_argument("--no-channels-last", action="store_true", help="torch in NCHW memory format")
   p.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the JAX worker")
   p.add_argument("--before", action="store_true",
-                 help="jaxvision before its CPU fixes (XLA convolutions everywhere, one-block "
-                      "stages as one-trip loops), for the 'before' rows")
+                 help="emulate jaxvision before its CPU fixes by patching today's code at run "
+                      "time (XLA convolutions everywhere, one-block stages as one-trip loops), "
+                      "for the 'before' rows")
   p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                  help="a jaxvision model option (repeatable), e.g. scan=False")
   p.add_argument("--conv", choices=("default", "xla", "patches"), default="default",
