@@ -70,6 +70,14 @@ def operand_types(hlo: str, op: str, full: bool = False) -> list[list[str]]:
   return found
 
 
+def compute_types(hlo: str) -> list[list[str]]:
+  """Element types of every convolution's operands and result: XLA's convolutions, and the
+  matmuls of the CPU's im2col ones (jaxvision.nn.conv) and of the dense layers. Matmuls at
+  HIGHEST precision are left out: diffrax's float32 combinations of an ODE solver's stages."""
+  matmuls = "\n".join(line for line in hlo.splitlines() if "precision = [HIGHEST" not in line)
+  return operand_types(hlo, "convolution") + operand_types(matmuls, "dot_general")
+
+
 def make_batch(task: str, size: int) -> dict:
   rs = np.random.RandomState(0)
   batch = {"image": jnp.asarray(rs.randn(BATCH, size, size, 3), jnp.float32)}
@@ -143,7 +151,7 @@ def test_outputs_and_loss_are_float32(case):
 
 def test_convolutions_compute_in_bfloat16(case):
   """Every convolution of the train step, forward and backward, has bf16 operands."""
-  convs = operand_types(case.hlo, "convolution")
+  convs = compute_types(case.hlo)
   assert convs
   assert all(t == ["bf16", "bf16", "bf16"] for t in convs), convs
 
@@ -197,7 +205,7 @@ def test_float32_model_has_no_bfloat16_convolutions():
   x = jnp.zeros((BATCH, 8, 8, 3))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
   hlo = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).as_text()
-  convs = operand_types(hlo, "convolution")
+  convs = compute_types(hlo)
   assert convs and all(t == ["f32", "f32", "f32"] for t in convs)
 
 
@@ -297,7 +305,7 @@ def test_every_registered_model_runs_a_bfloat16_forward(name):
   else:
     forward = jax.jit(lambda v, x: model.apply(v, x, train=False, **extra))
   compiled = forward.lower(abstract, x)
-  convs = operand_types(compiled.as_text(), "convolution")
+  convs = compute_types(compiled.as_text())
   assert convs and all(t == ["bf16", "bf16", "bf16"] for t in convs), convs
   out = compiled.compile()(he_variables(abstract), x)
   if name in BATCH_STATISTICS:

@@ -14,6 +14,8 @@ to float rounding.
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 from jax import lax
 
@@ -28,6 +30,19 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, **kw):
                                                        kw.get("dimension_numbers")) <= SMALL_OUTPUT:
     return patches_conv(lhs, rhs, window_strides, padding, **kw)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kw)
+
+
+@contextlib.contextmanager
+def xla_convolutions():
+  """Within the block, functions traced keep XLA's convolution on every backend: to count a
+  model's own FLOPs and memory (im2col multiplies the zero padding too and holds the patches)
+  or to inspect its convolutions in HLO."""
+  global SMALL_OUTPUT
+  saved, SMALL_OUTPUT = SMALL_OUTPUT, 0
+  try:
+    yield
+  finally:
+    SMALL_OUTPUT = saved
 
 
 def _output_pixels(lhs, rhs, window_strides, padding, dimension_numbers) -> float:
