@@ -29,6 +29,24 @@ SHAPES = dict(image_size=32, num_train=512, num_test=64, min_extent=0.3, max_ext
 MULTILABEL_SHAPES = dict(SHAPES, num_train=2048)
 
 
+def short_run(task: str, model: str, dataset: str, data_dir: str, steps: int, best_metric: str,
+              *, batch_size: int = 32, weight_decay: float = 5e-4,
+              warmup_epochs: float | None = None):
+  """A config of `steps` AdamW (3e-3) steps on tiny offline data, evaluated once at the end."""
+  c = default_config()
+  c.task, c.model.name = task, model
+  c.dataset.name, c.dataset.data_dir = dataset, data_dir
+  c.batch_size, c.eval_batch_size = batch_size, 64
+  c.num_train_steps = steps
+  c.optimizer.name, c.optimizer.learning_rate = "adamw", 3e-3
+  c.optimizer.weight_decay = weight_decay
+  if warmup_epochs is not None:
+    c.optimizer.warmup_epochs = warmup_epochs
+  c.eval_every_steps = c.checkpoint_every_steps = steps
+  c.best_metric, c.plot = best_metric, False
+  return c
+
+
 def test_yolo_learns_shapes_detection(tiny_shapes, tmp_path, monkeypatch):
   """YOLOv2 on a narrow ResNet, 32x32 shapes (3 classes, 1-4 per image), 200 steps: VOC07
   mAP@0.5 >= 0.25 (0.39 measured; an untrained detector's boxes score near 0)."""
@@ -37,26 +55,14 @@ def test_yolo_learns_shapes_detection(tiny_shapes, tmp_path, monkeypatch):
 
   data_dir, spec = tiny_shapes(ShapesConfig(name="learning_det", **SHAPES), "learning_detection")
   monkeypatch.setitem(detection.DATASETS, "learning_detection", spec)
-  c = default_config()
-  c.task = "detection"
-  c.model.name = "yolov2"
+  c = short_run("detection", "yolov2", "learning_detection", data_dir, 200, "map_voc07",
+                warmup_epochs=1.0)
   c.model.options.backbone = "resnet"
   c.model.options.backbone_options = dict(stage_sizes=(1, 1), widths=(16, 32), stem="imagenet",
                                           stem_width=16)
   c.model.options.head_width = 32
   c.model.options.head_depth = 1
   c.model.options.anchors = ((0.3, 0.3), (0.45, 0.45))
-  c.dataset.name = "learning_detection"
-  c.dataset.data_dir = data_dir
-  c.batch_size, c.eval_batch_size = 32, 64
-  c.num_train_steps = 200
-  c.optimizer.name = "adamw"
-  c.optimizer.learning_rate = 3e-3
-  c.optimizer.weight_decay = 5e-4
-  c.optimizer.warmup_epochs = 1.0
-  c.eval_every_steps = c.checkpoint_every_steps = 200
-  c.best_metric = "map_voc07"
-  c.plot = False
   summary = fit(c, tmp_path, progress=False)
   assert summary["eval"]["map_voc07"] >= 0.25, summary["eval"]
 
@@ -72,9 +78,8 @@ def test_faster_rcnn_learns_shapes_detection(tiny_shapes, tmp_path, monkeypatch)
   data_dir, spec = tiny_shapes(ShapesConfig(name="learning_multilabel", **MULTILABEL_SHAPES),
                                "learning_multilabel_detection")
   monkeypatch.setitem(detection.DATASETS, "learning_multilabel_detection", spec)
-  c = default_config()
-  c.task = "rcnn_detection"
-  c.model.name = "faster_rcnn"
+  c = short_run("rcnn_detection", "faster_rcnn", "learning_multilabel_detection", data_dir, 600,
+                "map_voc07", warmup_epochs=1.0)
   o = c.model.options
   o.backbone = "resnet"
   o.backbone_options = dict(stage_sizes=(1, 1), widths=(16, 32), stem="imagenet", stem_width=16)
@@ -83,17 +88,6 @@ def test_faster_rcnn_learns_shapes_detection(tiny_shapes, tmp_path, monkeypatch)
   o.rpn_pre_nms_top_n_train = o.rpn_pre_nms_top_n_test = 32
   o.rpn_post_nms_top_n_train, o.rpn_post_nms_top_n_test = 16, 16
   o.roi_output_size, o.representation_size = 5, 128
-  c.dataset.name = "learning_multilabel_detection"
-  c.dataset.data_dir = data_dir
-  c.batch_size, c.eval_batch_size = 32, 64
-  c.num_train_steps = 600
-  c.optimizer.name = "adamw"
-  c.optimizer.learning_rate = 3e-3
-  c.optimizer.weight_decay = 5e-4
-  c.optimizer.warmup_epochs = 1.0
-  c.eval_every_steps = c.checkpoint_every_steps = 600
-  c.best_metric = "map_voc07"
-  c.plot = False
   summary = fit(c, tmp_path, progress=False)
   assert summary["eval"]["map_voc07"] >= 0.6, summary["eval"]
 
@@ -111,21 +105,10 @@ def test_resnet_learns_which_shapes_appear(tiny_shapes, tmp_path, monkeypatch):
                                "learning_multilabel_detection")
   monkeypatch.setitem(detection.DATASETS, "learning_multilabel_detection", spec)
   monkeypatch.setitem(multilabel.SOURCES, "learning_multilabel", "learning_multilabel_detection")
-  c = default_config()
-  c.task = "multilabel_classification"
-  c.model.name = "resnet"
+  c = short_run("multilabel_classification", "resnet", "learning_multilabel", data_dir, 800, "map",
+                weight_decay=1e-4)
   c.model.options.update(dict(stage_sizes=(1, 1), widths=(16, 32), stem="imagenet",
                               stem_width=16))
-  c.dataset.name = "learning_multilabel"
-  c.dataset.data_dir = data_dir
-  c.batch_size, c.eval_batch_size = 32, 64
-  c.num_train_steps = 800
-  c.optimizer.name = "adamw"
-  c.optimizer.learning_rate = 3e-3
-  c.optimizer.weight_decay = 1e-4
-  c.eval_every_steps = c.checkpoint_every_steps = 800
-  c.best_metric = "map"
-  c.plot = False
   summary = fit(c, tmp_path, progress=False)
   assert summary["eval"]["map"] >= 0.75, summary["eval"]
 
@@ -156,20 +139,9 @@ def test_unet_learns_shapes_segmentation(tiny_shapes, tmp_path, monkeypatch):
                              tfds_name="shapes/learning_seg", image_shape=(32, 32, 3),
                              offline_build=False)
   monkeypatch.setitem(datasets_lib.DATASETS, "learning_segmentation", spec)
-  c = default_config()
-  c.task = "segmentation"
-  c.model.name = "unet"
+  c = short_run("segmentation", "unet", "learning_segmentation", data_dir, 300, "miou",
+                batch_size=16, weight_decay=1e-4)
   c.model.options.widths = (16, 32, 64)
-  c.dataset.name = "learning_segmentation"
-  c.dataset.data_dir = data_dir
-  c.batch_size, c.eval_batch_size = 16, 64
-  c.num_train_steps = 300
-  c.optimizer.name = "adamw"
-  c.optimizer.learning_rate = 3e-3
-  c.optimizer.weight_decay = 1e-4
-  c.eval_every_steps = c.checkpoint_every_steps = 300
-  c.best_metric = "miou"
-  c.plot = False
   # The all-background prediction's mIoU on the same test split (the chance level to beat).
   masks = np.concatenate([b["mask"][b["weight"] > 0]
                           for b in data.eval_batches(c.dataset, global_batch_size=64)])
