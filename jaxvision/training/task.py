@@ -1,10 +1,10 @@
 """The task contract: what a train step minimises and what an evaluation measures.
 
 A task is the only part of the training core that knows the batch format. `steps.py` calls
-`loss` in training (`shard_loss` under pmap) and `eval_outputs` in evaluation; the loop feeds the eval outputs of every
-batch to `accumulator()` on the host and logs its `result()`. Subclasses implement the four
-abstract methods and may override the attributes and the hooks below; nothing else is looked up
-on a task.
+`loss` in training (`shard_loss` under pmap) and `eval_outputs` in evaluation; the loop feeds
+the eval outputs of every batch to `accumulator()` on the host and logs its `result()`.
+Subclasses implement the four abstract methods and may override the attributes and the hooks
+below; nothing else is looked up on a task.
 """
 
 from __future__ import annotations
