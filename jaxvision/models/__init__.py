@@ -4,7 +4,7 @@ from jaxvision.models.registry import create_model, list_models, model_options, 
 from jaxvision.models import resnet  # noqa: F401  (registers the ResNet family)
 from jaxvision.models import odenet  # noqa: F401  (ODE-Net, ODE-ResNet)
 from jaxvision.models import classic  # noqa: F401  (AlexNet, VGG, GoogLeNet)
-from jaxvision.models import fcn, segnet, unet  # noqa: F401  (segmentation models)
+from jaxvision.models import fcn, full_resolution_fcn, segnet, unet  # noqa: F401  (segmentation)
 from jaxvision.models import yolo  # noqa: F401  (YOLOv1, YOLOv2)
 from jaxvision.models import faster_rcnn  # noqa: F401  (Faster R-CNN, Fast R-CNN)
 from jaxvision.models import rcnn, sppnet  # noqa: F401  (R-CNN, SPP-net)
