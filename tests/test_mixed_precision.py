@@ -37,6 +37,7 @@ CASES = {
             "segmentation"),
     "unet": ("unet", dict(widths=(4, 8)), 8, "segmentation"),
     "segnet": ("segnet", dict(widths=(4,), convs_per_level=1), 8, "segmentation"),
+    "full_resolution_fcn": ("full_resolution_fcn", dict(width=4, depth=2), 8, "segmentation"),
     "yolo": ("yolov2", dict(backbone="resnet", backbone_options=TINY_RESNET, head_width=8,
                             head_depth=1, anchors=((0.3, 0.3), (0.6, 0.6))), 8, "detection"),
     "yolov1": ("yolov1", dict(backbone="resnet", backbone_options=TINY_RESNET, head_width=8,
@@ -48,7 +49,8 @@ CASES = {
 # Train steps that run by default (a few seconds to compile each); the others compile for 20-60 s
 # on a 2-core CPU and run with -m slow. AlexNet and VGG hold 60-130M parameters whatever the
 # image size (4096-wide classifiers): checked on shapes and HLO only.
-RUN = ("odenet", "odenet_mnist", "resnet", "segnet", "unet", "window_cnn", "yolo", "yolov1")
+RUN = ("full_resolution_fcn", "odenet", "odenet_mnist", "resnet", "segnet", "unet", "window_cnn",
+       "yolo", "yolov1")
 RUN_SLOW = ("cifar_resnet", "fcn", "googlenet", "ode_resnet", "odenet_patches")
 NUM_CLASSES = 3
 TX = optax.sgd(0.1, momentum=0.9)
@@ -255,6 +257,7 @@ FORWARD = {
     **{f"fcn{s}s": (DETECTOR_BACKBONE, 32, 3, {}) for s in (8, 16, 32)},
     "unet": (CASES["unet"][1], 8, 3, {}),
     "segnet": (CASES["segnet"][1], 8, 3, {}),
+    "full_resolution_fcn": (CASES["full_resolution_fcn"][1], 8, 3, {}),
     "yolov1": (dict(backbone="resnet", backbone_options=TINY_RESNET, head_width=8, head_depth=1),
                8, 3, {}),
     "yolov2": (CASES["yolo"][1], 8, 3, {}),

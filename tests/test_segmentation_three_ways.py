@@ -71,3 +71,8 @@ def test_full_resolution_fcn_refuses_zero_depth():
   model = create_model("full_resolution_fcn", num_classes=3, depth=0)
   with pytest.raises(ValueError, match="depth, width"):
     model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+
+
+def test_an_unknown_way_is_named_before_any_work(tmp_path):
+  with pytest.raises(ValueError, match=r"ways: expected .*\['fcn'\]"):
+    s3.run(str(tmp_path), ways=("sliding", "fcn"))

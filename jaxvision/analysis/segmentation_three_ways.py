@@ -141,11 +141,17 @@ def sliding_window_way(train: dict, test: dict, *, patch: int, widths, steps: in
 
 
 def fcn_way(way: str, config, workdir: pathlib.Path, test: dict, *, timed_images: int) -> dict:
-  """Trains `config` through `fit` in `workdir` (resumed if there) and times its forward pass."""
+  """Trains `config` through `fit` in `workdir` (resumed if there) and times its forward pass.
+  The training time is the one recorded in WORKDIR/train_seconds.json when the run first
+  finished (a re-run of the study reuses the trained run; an interrupted and resumed run counts
+  its last invocation)."""
   from jaxvision.analysis.visualize import load_run
   from jaxvision.training.fit import fit
 
   summary = fit(config, workdir, progress=False)
+  record = workdir / "train_seconds.json"
+  if not record.exists():
+    record.write_text(json.dumps({"seconds": summary["seconds"]}))
   _, model, variables, _ = load_run(workdir)
   images = jnp.asarray(test["image"][:timed_images])
   predict = jax.jit(lambda x: jnp.argmax(model.apply(variables, x, train=False), -1))
@@ -157,7 +163,8 @@ def fcn_way(way: str, config, workdir: pathlib.Path, test: dict, *, timed_images
           "pixel_accuracy": float(summary["eval"]["accuracy"]),
           "gflops_per_image": forward_cost(config.model.name, size=size, num_classes=NUM_CLASSES,
                                            **options)["forward_gflops"],
-          "train_s": float(summary["seconds"]), "test_ms_per_image": 1e3 * per_image}
+          "train_s": json.loads(record.read_text())["seconds"],
+          "test_ms_per_image": 1e3 * per_image}
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -186,12 +193,16 @@ def full_resolution_config(width: int, depth: int, epochs: float):
 
 def run(workdir: str, *, train_images: int = 2000, test_images: int = 500, patch: int = 21,
         widths=(16, 32, 64), steps: int = 2000, train_patches: int = 100_000,
-        full_width: int = 32, full_depth: int = 8, full_epochs: float = 2.0,
+        full_width: int = 32, full_depths=(8, 10), full_epochs: float = 2.0,
         ways=("sliding", "full", "fcn8s", "unet"), timed_images: int = 20, seed: int = 0,
         data_dir: str | None = None) -> list[dict]:
-  """Runs the chosen `ways`, writes WORKDIR/results.json and results.md; returns the rows."""
+  """Runs the chosen `ways` (the full-resolution FCN once per entry of `full_depths`), writes
+  WORKDIR/results.json and results.md; returns the rows."""
   import importlib
 
+  unknown = sorted(set(ways) - {"sliding", "full", "fcn8s", "unet"})
+  if unknown:
+    raise ValueError(f"ways: expected some of sliding, full, fcn8s, unet, got {unknown}")
   out = pathlib.Path(workdir)
   out.mkdir(parents=True, exist_ok=True)
   test = load_split("test", test_images, data_dir)
@@ -201,21 +212,24 @@ def run(workdir: str, *, train_images: int = 2000, test_images: int = 500, patch
     rows.append(sliding_window_way(train, test, patch=patch, widths=widths, steps=steps,
                                    train_patches=train_patches, seed=seed,
                                    timed_images=timed_images))
-  configs = {"full": ("FCN at full resolution (no downsampling)",
-                      full_resolution_config(full_width, full_depth, full_epochs))}
+  configs = {}
+  if "full" in ways:
+    for depth in full_depths:
+      configs[f"full_depth{depth:02d}"] = (
+          f"FCN at full resolution (no downsampling), receptive field {2 * depth + 1}",
+          full_resolution_config(full_width, depth, full_epochs))
   for name, way in (("fcn8s", "FCN-8s (downsample, upsample)"),
                     ("unet", "U-Net (downsample, upsample, skips)")):
-    c = importlib.import_module(f"jaxvision.configs.{name.replace('fcn8s', 'fcn')}_shapes")
-    configs[name] = (way, c.get_config())
-  for name in ("full", "fcn8s", "unet"):
     if name in ways:
-      way, c = configs[name]
-      c.dataset.data_dir, c.plot, c.eval_batch_size = data_dir, False, 100
-      rows.append(fcn_way(way, c, out / "runs" / name, test, timed_images=timed_images))
+      c = importlib.import_module(f"jaxvision.configs.{name.replace('fcn8s', 'fcn')}_shapes")
+      configs[name] = (way, c.get_config())
+  for name, (way, c) in configs.items():
+    c.dataset.data_dir, c.plot, c.eval_batch_size = data_dir, False, 100
+    rows.append(fcn_way(way, c, out / "runs" / name, test, timed_images=timed_images))
   settings = ml_collections.ConfigDict(dict(
       train_images=train_images, test_images=test_images, patch=patch, widths=list(widths),
-      steps=steps, train_patches=train_patches, full_width=full_width, full_depth=full_depth,
-      full_epochs=full_epochs, ways=list(ways), seed=seed))
+      steps=steps, train_patches=train_patches, full_width=full_width,
+      full_depths=list(full_depths), full_epochs=full_epochs, ways=list(ways), seed=seed))
   meta = provenance(settings)
   (out / "results.json").write_text(json.dumps({"rows": rows, "meta": meta}, indent=1,
                                                default=str))
@@ -228,7 +242,9 @@ def main(argv) -> None:
   from absl import flags
   f = flags.FLAGS
   rows = run(f.workdir, train_images=f.train_images, test_images=f.test_images,
-             steps=f.steps, full_epochs=f.full_epochs, ways=tuple(f.ways))
+             steps=f.steps, full_width=f.full_width,
+             full_depths=tuple(int(d) for d in f.full_depths), full_epochs=f.full_epochs,
+             ways=tuple(f.ways))
   print(markdown(rows, provenance(ml_collections.ConfigDict())))
 
 
@@ -238,6 +254,9 @@ if __name__ == "__main__":
   flags.DEFINE_integer("train_images", 2000, "Training images the patches come from.")
   flags.DEFINE_integer("test_images", 500, "Test images evaluated.")
   flags.DEFINE_integer("steps", 2000, "Patch classifier training steps (batch 128).")
+  flags.DEFINE_integer("full_width", 32, "Channels of the full-resolution FCN's layers.")
+  flags.DEFINE_list("full_depths", ["8", "10"], "3x3 layers of each full-resolution FCN "
+                    "(receptive field 2 * depth + 1; 10: 21 pixels, the sliding window's patch).")
   flags.DEFINE_float("full_epochs", 2.0, "Epochs of the full-resolution FCN.")
   flags.DEFINE_list("ways", ["sliding", "full", "fcn8s", "unet"], "Which ways to run.")
   app.run(main)
