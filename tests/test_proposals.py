@@ -230,6 +230,24 @@ def test_split_proposals_computes_then_loads_the_cache(tiny):
     split_proposals("tiny_proposals", "validation", 50, tiny)
 
 
+def test_split_proposals_limit_computes_only_the_first_images_until_cached(tiny):
+  from jaxvision.data.proposals import cache_path, split_proposals
+  path = cache_path("tiny_proposals", "train", 30, tiny)
+  assert not path.exists()
+  part = split_proposals("tiny_proposals", "train", 30, tiny, limit=2)
+  assert not part["from_cache"] and not path.exists()  # a part of the split is never cached
+  assert part["images"].shape[0] == 2 and part["proposals"].shape == (2, 30, 4)
+  whole = split_proposals("tiny_proposals", "train", 30, tiny)
+  assert whole["images"].shape[0] == 3 and path.exists()
+  cached = split_proposals("tiny_proposals", "train", 30, tiny, limit=2)
+  assert cached["from_cache"]
+  for key in ("images", "boxes", "classes", "gt_valid", "proposals", "proposal_valid"):
+    np.testing.assert_array_equal(part[key], whole[key][:2])
+    np.testing.assert_array_equal(cached[key], whole[key][:2])
+  with pytest.raises(ValueError, match="limit: expected an int >= 0"):
+    split_proposals("tiny_proposals", "train", 30, tiny, limit=-1)
+
+
 def test_analysis_prints_the_table_and_plots(tiny, tmp_path, capsys):
   out = tmp_path / "recall.png"
   analysis.main(["--dataset", "tiny_proposals", "--split", "train", "--max-boxes", "20",

@@ -74,9 +74,11 @@ class Split:
 
 def load_split(split: str, max_proposals: int, limit: int = 0, data_dir=None) -> Split:
   """`split_proposals` of `split`, normalised with the dataset's statistics; proposals cut to
-  the most any image has (the rest is padding); the first `limit` images (0: all)."""
+  the most any image has (the rest is padding); the first `limit` images (0: all; without the
+  split's cached proposals, only theirs are computed)."""
   from jaxvision.data.proposals import normalise, split_proposals  # TensorFlow on use only
-  d = split_proposals(DATASET, split=split, max_boxes=max_proposals, data_dir=data_dir)
+  d = split_proposals(DATASET, split=split, max_boxes=max_proposals, data_dir=data_dir,
+                      limit=max(0, limit))
   n = len(d["images"]) if limit <= 0 else min(limit, len(d["images"]))
   raw = np.asarray(d["images"][:n])
   valid = np.asarray(d["proposal_valid"][:n], bool)

@@ -5,6 +5,8 @@ resizing or augmentation), runs `jaxvision.ops.selective_search.proposals_for_im
 keeps the result as `proposals-<dataset>-<split>-k<max_boxes>-ss<VERSION>.npz` in the TFDS
 dataset's folder; later calls load it. The cache holds the proposals only (compactly, without
 the padding) and a checksum of the images, so a rebuilt dataset is noticed and recomputed.
+`limit=N` asks for the first N images only: from the cache where it is valid, else computed for
+those N alone (and not cached), so that a short run (a notebook's) never waits for a whole split.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from jaxvision.data import tfds_offline  # noqa: F401  isort: skip
 
 import logging
+import numbers
 import os
 import pathlib
 import time
@@ -37,12 +40,15 @@ def _sources(spec: detection.DetectionSpec, split: str) -> tuple[tuple[str, str]
                    f"{split!r}")
 
 
-def _examples(spec: detection.DetectionSpec, sources, data_dir) -> dict:
-  """The split's original images and padded ground truth (pixel xyxy)."""
+def _examples(spec: detection.DetectionSpec, sources, data_dir, limit: int = 0) -> dict:
+  """The split's original images and padded ground truth (pixel xyxy); its first `limit`
+  examples (0: all)."""
   s = detection.Settings(
       spec=spec, data_dir=data_dir, size=spec.image_size, random_crop=False, flip=False,
       shuffle_buffer=1, max_boxes=spec.max_boxes, drop_extra_boxes=False)
   ds = detection.read(sources, s, shard=False)
+  if limit > 0:
+    ds = ds.take(limit)
   images, yxyx, classes, difficult = [], [], [], []
   for ex in tfds.as_numpy(ds):
     images.append(ex["image"])
@@ -69,6 +75,13 @@ def _examples(spec: detection.DetectionSpec, sources, data_dir) -> dict:
   return out
 
 
+def _first(data: dict, limit: int) -> dict:
+  """The first `limit` (0: all) rows of every array of `data`."""
+  if not limit:
+    return data
+  return {k: v[:limit] if isinstance(v, np.ndarray) else v for k, v in data.items()}
+
+
 def normalise(images, dataset_name: str) -> np.ndarray:
   """uint8 images [N, H, W, C] (as `split_proposals` returns them) normalised with the dataset's
   statistics, as the detection pipeline feeds them to the network: float32."""
@@ -88,7 +101,7 @@ def cache_path(dataset_name: str, split: str, max_boxes: int, data_dir=None) -> 
 
 def split_proposals(dataset_name: str = "shapes_detection/64", split: str = "test",
                     max_boxes: int = 2000, data_dir=None, *, processes: int | None = None,
-                    recompute: bool = False) -> dict:
+                    recompute: bool = False, limit: int = 0) -> dict:
   """A detection split with its Selective Search proposals, all in memory.
 
   Args:
@@ -98,6 +111,9 @@ def split_proposals(dataset_name: str = "shapes_detection/64", split: str = "tes
     data_dir: TFDS data_dir (None: TFDS's default).
     processes: worker processes for computing the proposals (None: this process).
     recompute: compute them again even when cached (and rewrite the cache).
+    limit: the first `limit` images of the split only (0: all). They come from the cache when
+      it holds the whole split's (its checksum is checked on all the images); otherwise only
+      theirs are computed, and nothing is cached.
 
   Returns:
     dict of numpy arrays: `images` uint8 [N, H, W, 3]; ground truth `boxes` float32 [N, G, 4]
@@ -107,13 +123,16 @@ def split_proposals(dataset_name: str = "shapes_detection/64", split: str = "tes
     took when they were computed (on whatever machine made the cache); `from_cache`.
   """
   max_boxes = check_max_boxes(max_boxes)  # before reading
+  if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0:
+    raise ValueError(f"limit: expected an int >= 0 (0: all images), got {limit!r}")
   spec = detection.get_spec(dataset_name)
   sources = _sources(spec, split)
-  data = _examples(spec, sources, data_dir)
-  checksum = zlib.crc32(data["images"].tobytes())
   path = cache_path(dataset_name, split, max_boxes, data_dir)
+  use_cache = path.exists() and not recompute
+  data = _examples(spec, sources, data_dir, 0 if use_cache else limit)
+  checksum = zlib.crc32(data["images"].tobytes())
   n = len(data["images"])
-  if path.exists() and not recompute:
+  if use_cache:
     with np.load(path) as cached:
       if int(cached["images_crc32"]) == checksum and len(cached["counts"]) == n:
         counts = cached["counts"]
@@ -122,12 +141,17 @@ def split_proposals(dataset_name: str = "shapes_detection/64", split: str = "tes
         data["proposals"][data["proposal_valid"]] = cached["boxes"]
         data["seconds_per_image"] = float(cached["seconds_per_image"])
         data["from_cache"] = True
-        return data
+        return _first(data, limit)
     _log.warning("%s: the images changed since the proposals were cached; recomputing", path)
+    data = _first(data, limit)
+    n = len(data["images"])
   start = time.perf_counter()
   proposals, valid = proposals_for_images(data["images"], max_boxes=max_boxes,
                                           processes=processes)
   seconds = (time.perf_counter() - start) / n
+  if limit:  # a part of the split: the cache holds whole splits only
+    return {**data, "proposals": proposals, "proposal_valid": valid,
+            "seconds_per_image": seconds, "from_cache": False}
   tmp = path.with_name(path.name + f".tmp{os.getpid()}")
   with open(tmp, "wb") as f:
     np.savez(f, boxes=proposals[valid], counts=valid.sum(axis=1), images_crc32=checksum,
