@@ -7,25 +7,31 @@
 Trains the `odenet` model once per configuration of its middle (same stem, head, data,
 optimizer and budget): a residual stage of N blocks `Y + (T/N) f(t_j, Y)` for each N of
 `config.depths`, with and without weight sharing, and an ODE block over [0, T] with the same
-vector field f for each entry of `config.odes`. Each run is built by
-`jaxvision.training.run.build_run` and trained by fit's loop (`fit_run`) in DIR/runs/NAME; a
-finished run is reused when the study is run again with the same settings.
+vector field f for each entry of `config.odes`; where the config asks for them, the lecture's
+BatchNorm ResNet stage (model `resnet`, one stage of N blocks at step T/N, shared and unshared,
+`config.bn_depths`) and its ODE limit (`ode_resnet`, `config.ode_resnets`). Each of them once
+per seed of `config.seeds`.
+Each (run, seed) is built by `jaxvision.training.run.build_run` and trained by fit's loop
+(`fit_run`) in DIR/runs/NAME/seedS; a finished one is reused when the study is run again with
+the same settings.
 
-Per run: parameters, test accuracy, train time per epoch (median step time x steps per
+Per (run, seed): parameters, test accuracy, train time per epoch (median step time x steps per
 epoch), NFE of the forward (mean over training) and backward passes, peak memory of the
-compiled train step (XLA's memory analysis) and, for shared weights, the distance between the
-stage's output and the ODE solution on the same weights (trained, and at initialisation).
-Outputs: DIR/results.csv, DIR/results.md, DIR/depth_study.png (all plots) and
-DIR/{accuracy,memory,distance}.png (jaxvision.plots.depth_study). docs/DEPTH_STUDY.md explains
-how to read them.
+compiled train step (XLA's memory analysis); for odenet's shared weights, the distance between the
+stage's output and the ODE solution on the same weights (trained, and at initialisation); for
+unshared weights, how smooth the weights are in depth, ||theta_{j+1} - theta_j|| / ||theta_j||
+over the blocks j (Sander et al. 2022; trained, and at initialisation).
+Outputs: DIR/results.csv (one row per run and seed), DIR/results.md (one row per run: mean +-
+std and the 95% Student-t interval over the seeds), DIR/summary.csv (the same numbers),
+DIR/depth_study.png (all plots, bands over the seeds) and
+DIR/{accuracy,memory,distance,smoothness}.png (jaxvision.plots.depth_study).
+docs/DEPTH_STUDY.md explains how to read them.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import json
-import math
 import os
 import pathlib
 import statistics
@@ -33,10 +39,14 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxvision.analysis.provenance import config_block, provenance, versions_line
+from jaxvision.analysis.depth_results import (COLUMNS, MEASURED, RUN_KEYS,  # noqa: F401
+                                              markdown_table, summarize, write_csv,
+                                              write_markdown, write_summary_csv)
+from jaxvision.analysis.provenance import provenance
 from jaxvision.losses import cross_entropy
 from jaxvision.models.odenet import ode_twin
 from jaxvision.nn.ode import EvaluationCounter, ODEOptions
@@ -47,15 +57,12 @@ from jaxvision.training.metric_writer import METRICS_FILE, read_metrics
 from jaxvision.training.run import build_run
 from jaxvision.training.train_state import create_train_state
 
-COLUMNS = ("name", "middle", "N", "shared", "solver", "h", "params", "test_accuracy",
-           "best_accuracy", "epoch_s", "fit_s", "nfe_fwd", "nfe_bwd", "peak_mb", "temp_mb",
-           "distance", "distance_init", "error")
-
-
 # --------------------------------------------------------------------------- the sweep
 
 def sweep(config) -> list[dict]:
-  """The study's runs: {name, middle, N, shared, solver, h, options (model options)}."""
+  """The study's runs: {name, middle, N, shared, solver, h, options} (odenet options), and for
+  the lecture's arms also `model` (its name; then `options` are all its options) and `stage`
+  (where an unshared stage's stacked parameters sit)."""
   t1 = float(config.train.model.options.get("t1", 1.0))
   runs = []
   for n in config.depths:
@@ -65,20 +72,52 @@ def sweep(config) -> list[dict]:
                    "h": t1 / n, "options": {"middle": "residual", "num_blocks": int(n),
                                             "share_weights": bool(shared)}})
   for name, ode in config.odes.items():
-    ode = dict(ode)
-    opts = ODEOptions(**ode)  # fails early on a bad entry
-    solver = opts.solver + (f"/{opts.adjoint}" if opts.adjoint != "recursive_checkpoint" else "")
-    runs.append({"name": f"ode_{name}", "middle": "ode", "N": None, "shared": True,
-                 "solver": solver, "h": opts.dt if opts.controller == "constant" else None,
-                 "options": {"middle": "ode", **ode}})
+    runs.append(_ode_run(f"ode_{name}", dict(ode), {"middle": "ode"}))
+  # The lecture's BatchNorm ResNet stage, and its ODE limit (one stage, `bn_width` channels).
+  w = int(config.get("bn_width", 16))
+  stage = dict(stage_sizes=(1,), widths=(w,), stem="cifar", stem_width=w)
+  for n in config.get("bn_depths", ()):
+    for shared in config.share_weights:
+      runs.append({"name": f"bnresnet_N{n:02d}_{'shared' if shared else 'unshared'}",
+                   "middle": "bn_residual", "N": int(n), "shared": bool(shared),
+                   "solver": "resnet", "h": t1 / n, "model": "resnet", "stage": "layer1",
+                   "options": {**stage, "stage_sizes": (int(n),), "step_size": t1 / n,
+                               "share_weights": bool(shared), "scan_unroll": 1}})
+  for name, ode in config.get("ode_resnets", {}).items():
+    runs.append({**_ode_run(f"ode_resnet_{name}", dict(ode),
+                            {"base": "cifar_resnet20", **stage, "t1": t1}),
+                 "model": "ode_resnet"})
   return runs
 
 
-def run_config(config, run: dict):
-  """The training config of one run: `config.train` with the run's model options."""
+def _ode_run(name: str, ode: dict, options: dict) -> dict:
+  opts = ODEOptions(**ode)  # fails early on a bad entry
+  solver = opts.solver + (f"/{opts.adjoint}" if opts.adjoint != "recursive_checkpoint" else "")
+  return {"name": name, "middle": "ode", "N": None, "shared": True, "solver": solver,
+          "h": opts.dt if opts.controller == "constant" else None, "options": {**options, **ode}}
+
+
+def run_config(config, run: dict, seed: int | None = None):
+  """The training config of one run: `config.train` with the run's model options (its model
+  and options, for a run that names one) and `seed`."""
   c = copy.deepcopy(config.train)
-  c.model.options.update(run["options"])
+  if "model" in run:
+    c.model.name = run["model"]
+    c.model.options = ml_collections.ConfigDict(run["options"])
+  else:
+    c.model.options.update(run["options"])
+  if seed is not None:
+    c.seed = int(seed)
   return c
+
+
+def seeds_of(config) -> tuple[int, ...]:
+  """`config.seeds`, checked: distinct ints, at least one."""
+  seeds = tuple(config.seeds)
+  if not seeds or len(set(seeds)) != len(seeds) or not all(
+      isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    raise ValueError(f"config.seeds: expected distinct ints, at least one, got {seeds!r}")
+  return seeds
 
 
 # --------------------------------------------------------------------------- measurements
@@ -139,6 +178,26 @@ def distances_to_ode(model, params_list, images, reference: ODEOptions) -> list[
   return out
 
 
+def depth_smoothness(stage_params, num_blocks: int) -> dict:
+  """How much the weights of an unshared stage change from block to block (Sander et al. 2022).
+
+  `stage_params`: the stage's parameters, every leaf stacked over the blocks (leading axis
+  `num_blocks`, as `nn.scan` keeps them). theta_j is block j's parameters flattened into one
+  vector; returns {"mean", "max"} over j of ||theta_{j+1} - theta_j|| / ||theta_j||. Weights
+  that are samples of a smooth theta(t) at t_j = j T/N change by O(1/N) (the ResNet approaches
+  an ODE as N grows); independent weights by O(1) whatever N. NaN for a single block.
+  """
+  leaves = jax.tree.leaves(stage_params)
+  if not leaves or any(np.ndim(a) < 1 or np.shape(a)[0] != num_blocks for a in leaves):
+    raise ValueError(f"stage_params: expected every leaf stacked over {num_blocks} blocks "
+                     f"(leading axis), got shapes {[np.shape(a) for a in leaves]}")
+  if num_blocks < 2:
+    return {"mean": float("nan"), "max": float("nan")}
+  theta = np.concatenate([np.asarray(a, np.float64).reshape(num_blocks, -1) for a in leaves], 1)
+  steps = np.linalg.norm(np.diff(theta, axis=0), axis=1) / np.linalg.norm(theta[:-1], axis=1)
+  return {"mean": float(steps.mean()), "max": float(steps.max())}
+
+
 def training_nfe(run_dir: pathlib.Path) -> float:
   """Mean forward NFE over the logged training steps of a fit workdir."""
   values = [r["nfe"] for r in read_metrics(run_dir / METRICS_FILE)
@@ -174,9 +233,10 @@ def eval_batch(dataset_config, size: int) -> dict:
 
 # --------------------------------------------------------------------------- one run
 
-def run_one(config, run: dict, run_dir: pathlib.Path) -> dict:
-  """Trains one configuration in `run_dir` and measures it; returns its results row."""
-  cfg = run_config(config, run)
+def run_one(config, run: dict, run_dir: pathlib.Path, seed: int | None = None) -> dict:
+  """Trains one configuration with `seed` (None: `config.train.seed`) in `run_dir` and
+  measures it; returns its results row."""
+  cfg = run_config(config, run, seed)
   measure = {k: config[k] for k in ("reference", "distance_examples", "timed_steps")}
   record = json.loads(json.dumps({"train": cfg.to_dict(), "run": run, "measure": measure},
                                  default=lambda v: v.to_dict() if hasattr(v, "to_dict") else str(v)))
@@ -203,11 +263,11 @@ def run_one(config, run: dict, run_dir: pathlib.Path) -> dict:
 
   params = trained_params(run_dir)
   test = eval_batch(cfg.dataset, config.distance_examples)
-  row = {k: run.get(k) for k in ("name", "middle", "N", "shared", "solver", "h")}
-  row.update(params=summary["num_params"], test_accuracy=summary["eval_accuracy"],
+  row = {k: run.get(k) for k in RUN_KEYS}
+  row.update(seed=cfg.seed, params=summary["num_params"], test_accuracy=summary["eval_accuracy"],
              best_accuracy=summary["best_accuracy"], epoch_s=step_s * train.steps_per_epoch,
              fit_s=summary["seconds"], peak_mb=peak, temp_mb=temp, error="")
-  if run["middle"] == "residual":  # one evaluation of f per block, and one VJP of it
+  if run["N"] is not None:  # a stage: one evaluation of f per block, and one VJP of it
     row["nfe_fwd"] = row["nfe_bwd"] = run["N"]
   else:
     row["nfe_fwd"] = training_nfe(run_dir)
@@ -215,97 +275,54 @@ def run_one(config, run: dict, run_dir: pathlib.Path) -> dict:
     # (tests/test_ode.py); the backsolve adjoint's own solve is counted.
     row["nfe_bwd"] = (backward_nfe(model, params, test) if model.ode.adjoint == "backsolve"
                       else row["nfe_fwd"])
-  if run["middle"] == "residual" and run["shared"]:
+  if run["N"] is not None:
     init = create_train_state(model, train.tx, train.init_rng, train.info.image_shape).params
-    row["distance"], row["distance_init"] = distances_to_ode(
-        model, [params, init], test["image"], ODEOptions(**config.reference))
+    if run["shared"] and run["middle"] == "residual":  # odenet's stage: Euler on its ODE twin
+      row["distance"], row["distance_init"] = distances_to_ode(
+          model, [params, init], test["image"], ODEOptions(**config.reference))
+    elif not run["shared"] and run["N"] >= 2:
+      stage = run.get("stage", "middle")
+      trained = depth_smoothness(params[stage], run["N"])
+      row.update(dtheta_mean=trained["mean"], dtheta_max=trained["max"],
+                 dtheta_init=depth_smoothness(init[stage], run["N"])["mean"])
   cache.write_text(json.dumps({"record": record, "row": row}, indent=2))
   return row
 
 
 def run_study(config, workdir: str | pathlib.Path, *, progress: bool = True) -> list[dict]:
-  """Runs the sweep in `workdir` and writes the CSV, the markdown table and the plots."""
+  """Runs the sweep in `workdir`, every run once per seed, and writes the CSV (one row per run
+  and seed), the summary over the seeds (markdown and CSV) and the plots; returns the rows."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  runs = sweep(config)
+  jobs = [(run, seed) for run in sweep(config) for seed in seeds_of(config)]
   load_before, t0 = os.getloadavg(), time.time()
   rows = []
-  bar = tqdm(runs, desc="depth study", unit="run", disable=not progress)
-  for run in bar:
-    bar.set_postfix_str(run["name"])
+  bar = tqdm(jobs, desc="depth study", unit="run", disable=not progress)
+  for run, seed in bar:
+    bar.set_postfix_str(f"{run['name']} seed {seed}")
     try:
-      row = run_one(config, run, workdir / "runs" / run["name"])
+      row = run_one(config, run, workdir / "runs" / run["name"] / f"seed{seed}", seed)
     except (TrainingInterrupted, KeyboardInterrupt):
       raise
     except Exception as e:  # noqa: BLE001  (one failed configuration must not stop the sweep)
       message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-      row = {k: run.get(k) for k in ("name", "middle", "N", "shared", "solver", "h")}
+      row = {k: run.get(k) for k in RUN_KEYS}
+      row["seed"] = seed
       row["error"] = f"{type(e).__name__}: {message}"[:300]
-      tqdm.write(f"depth study: {run['name']} failed: {row['error']}")
+      tqdm.write(f"depth study: {run['name']} seed {seed} failed: {row['error']}")
     rows.append(row)
     write_csv(rows, workdir / "results.csv")
   meta = {"dataset": config.train.dataset.name, "epochs": config.train.num_epochs,
           "batch_size": config.train.batch_size, "optimizer": config.train.optimizer.name,
           "learning_rate": config.train.optimizer.learning_rate,
-          "model_options": config.train.model.options.to_dict(), **provenance(config),
-          "wall_s": time.time() - t0, "load_before": load_before, "load_after": os.getloadavg()}
+          "model_options": config.train.model.options.to_dict(), "seeds": seeds_of(config),
+          **provenance(config), "wall_s": time.time() - t0, "load_before": load_before,
+          "load_after": os.getloadavg()}
+  summary = summarize(rows)
   write_markdown(rows, meta, workdir / "results.md")
-  plot_study(rows, workdir)
+  write_summary_csv(summary, workdir / "summary.csv")
+  plot_study(summary, workdir)
   return rows
-
-
-# --------------------------------------------------------------------------- outputs
-
-def write_csv(rows: list[dict], path: pathlib.Path) -> None:
-  with path.open("w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-      w.writerow({k: "" if r.get(k) is None else r.get(k) for k in COLUMNS})
-
-
-def _fmt(key: str, v) -> str:
-  if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
-    return ""
-  if key in ("test_accuracy", "best_accuracy"):
-    return f"{100 * v:.2f}%"
-  if key in ("distance", "distance_init"):
-    return f"{v:.2e}"
-  if key == "h":
-    return f"{v:.4g}"
-  if key == "params":
-    return f"{v:,}"
-  if key in ("nfe_fwd", "nfe_bwd"):
-    return f"{v:.0f}"
-  if isinstance(v, float):
-    return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
-  return str(v)
-
-
-def markdown_table(rows: list[dict]) -> str:
-  cols = [c for c in COLUMNS if any(r.get(c) not in (None, "") for r in rows)]
-  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-  lines += ["| " + " | ".join(_fmt(c, r.get(c)) for c in cols) + " |" for r in rows]
-  return "\n".join(lines)
-
-
-def write_markdown(rows: list[dict], meta: dict, path: pathlib.Path) -> None:
-  opts = ", ".join(f"{k}={v}" for k, v in sorted(meta["model_options"].items()))
-  load = lambda l: "/".join(f"{x:.1f}" for x in l)
-  text = (f"# Depth study on {meta['dataset']}\n\n"
-          f"`odenet` ({opts}); {meta['epochs']:g} epochs, batch {meta['batch_size']}, "
-          f"{meta['optimizer']} lr {meta['learning_rate']:g}. Device: {meta['device']}; "
-          f"{versions_line(meta)}. "
-          f"Wall time {meta['wall_s'] / 60:.1f} min; load average (1/5/15 min) "
-          f"{load(meta['load_before'])} before, {load(meta['load_after'])} after.\n\n"
-          "Columns: N blocks at step h = T/N (residual) or the ODE solver; test accuracy at the "
-          "end and the best over epochs; train time per epoch (median step x steps); total fit "
-          "time (with compilation and evaluation); NFE of f per forward pass (ODE: mean over "
-          "training) and per backward pass; peak "
-          "and temporary memory of the compiled train step (XLA); relative distance of a "
-          "shared-weight stage's output to the ODE solution on the same f, trained and at "
-          "initialisation.\n\n" + markdown_table(rows) + "\n\n" + config_block(meta))
-  path.write_text(text)
 
 
 # --------------------------------------------------------------------------- command line

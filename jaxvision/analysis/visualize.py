@@ -246,6 +246,16 @@ def nfe_against_step(workdir: str | pathlib.Path) -> tuple[np.ndarray, np.ndarra
 
 # --------------------------------------------------------------------------- a fit workdir
 
+def seeded_workdir(workdir: pathlib.Path) -> pathlib.Path:
+  """`workdir`, or where it holds no fit run but seedS/ fit workdirs (a depth-study run,
+  DIR/runs/NAME/seedS), the lowest seed's."""
+  from jaxvision.training.workdir import CONFIG_FILE
+  workdir = pathlib.Path(workdir)
+  seeds = sorted((p for p in workdir.glob("seed*") if p.name[4:].isdigit()
+                  and (p / CONFIG_FILE).exists()), key=lambda p: int(p.name[4:]))
+  return seeds[0] if seeds and not (workdir / CONFIG_FILE).exists() else workdir
+
+
 def load_run(workdir: str | pathlib.Path) -> tuple:
   """(config as a dict, model, variables {"params", "batch_stats"}, step) of a fit workdir: the
   recorded config.json and run.json, and the latest checkpoint."""
@@ -257,6 +267,7 @@ def load_run(workdir: str | pathlib.Path) -> tuple:
   workdir = pathlib.Path(workdir)
   if not workdir.is_dir():
     raise FileNotFoundError(f"--workdir: {workdir} is not a directory")
+  workdir = seeded_workdir(workdir)
   if not (workdir / CONFIG_FILE).exists():
     raise FileNotFoundError(f"--workdir: no {CONFIG_FILE} in {workdir} (expected the workdir of "
                             "a fit run, e.g. `python -m train --workdir DIR`)")
@@ -301,6 +312,7 @@ def visualize_run(workdir, out, *, image_index: int = 0, num_trajectories: int =
   """Writes the plots of a fit workdir into `out`; returns their paths."""
   if image_index < 0:
     raise ValueError(f"--image-index: expected an index >= 0, got {image_index}")
+  workdir = seeded_workdir(workdir)
   config, model, variables, step = load_run(workdir)
   name = config["model"]["name"]
   log(f"visualize: {name} at step {step} from {workdir}")

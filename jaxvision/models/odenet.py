@@ -201,13 +201,17 @@ def _with_ode_options(cls: type[nn.Module], **fixed) -> Callable[..., nn.Module]
   return factory
 
 
+_ARCHITECTURE = ("stage_sizes", "widths", "bottleneck", "stem", "stem_width", "shortcut")
+
+
 def _ode_resnet(base: str = "cifar_resnet20", num_classes: int = 1000, **options) -> ODEResNet:
-  """`base` (a registered ResNet: resnet18..152, cifar_resnet20..1202) with ODE-block stages."""
+  """`base` (a registered ResNet: resnet18..152, cifar_resnet20..1202) with ODE-block stages;
+  any of its architecture keys (stage_sizes, widths, ...) may be overridden, e.g. one stage
+  `stage_sizes=(1,), widths=(16,), stem_width=16` (the depth study's ODE limit of one stage)."""
   ref = create_model(base, num_classes=num_classes)
   if not isinstance(ref, ResNet):
     raise ValueError(f"base: expected a ResNet model name, got {base!r} ({type(ref).__name__})")
-  arch = {k: getattr(ref, k) for k in ("stage_sizes", "widths", "bottleneck", "stem", "stem_width",
-                                       "shortcut")}
+  arch = {k: options.pop(k, getattr(ref, k)) for k in _ARCHITECTURE}
   return _with_ode_options(ODEResNet, **arch)(num_classes=num_classes, **options)
 
 
@@ -217,6 +221,4 @@ register_model("odenet", _with_ode_options(ODENet), _ODENET_OPTIONS)
 register_model("odenet_mnist", _with_ode_options(ODENet, **_CHEN),
                _ODENET_OPTIONS - set(_CHEN) - {"num_blocks", "share_weights", "remat", "scan_unroll"})
 register_model("ode_resnet", _ode_resnet,
-               module_options(ODEResNet, exclude=("ode", "stage_sizes", "widths", "bottleneck",
-                                                  "stem", "stem_width", "shortcut"))
-               | OPTION_NAMES | {"base"})
+               module_options(ODEResNet, exclude=("ode",)) | OPTION_NAMES | {"base"})
