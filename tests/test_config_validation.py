@@ -74,7 +74,7 @@ def test_values_out_of_range_are_refused(path, value, expected):
     ("optimizer.schedule", "cosin", "one of ['constant', 'cosine', 'step'] (closest: 'cosine')"),
     ("parallel", "pmapp", "one of ['jit', 'pmap'] (closest: 'pmap')"),
     ("distributed.initialize", "yes", "one of ['auto', 'off', 'on']"),
-    ("task", "clasification", "one of ['classification', 'detection', "
+    ("task", "clasification", "one of ['classification', 'detection', 'instance_segmentation', "
                               "'multilabel_classification', 'rcnn_detection', 'segmentation'] "
                               "(closest: 'classification', 'multilabel_classification')"),
 ])

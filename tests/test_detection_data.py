@@ -104,16 +104,21 @@ def extent(image):
 def test_boxes_move_with_the_image(seed):
   image, boxes = painted(64, [0.25, 0.375, 0.625, 0.75])
   key = tf.constant([seed, 7], tf.int64)
-  out, moved = detection._scale_and_place(image, boxes, 64, (0.6, 1.4), tf.zeros(3), key)
-  out, moved = detection._flip(out, moved, tf.constant([seed, 8], tf.int64))
+  masks = tf.cast(tf.reduce_any(image > 0, -1, keepdims=True), tf.uint8)  # [H, W, 1]
+  out, moved, masks = detection._scale_and_place(image, boxes, 64, (0.6, 1.4), tf.zeros(3), key,
+                                                 masks)
+  out, moved, masks = detection._flip(out, moved, tf.constant([seed, 8], tf.int64), masks)
   np.testing.assert_allclose(extent(out), moved.numpy()[0], atol=1.5 / 64)
+  np.testing.assert_allclose(extent(255.0 * tf.cast(masks, tf.float32)), moved.numpy()[0],
+                             atol=1.5 / 64)
 
 
 def test_boxes_whose_centre_leaves_the_image_are_dropped_the_rest_clipped():
   boxes = tf.constant([[-0.3, 0.1, 0.2, 0.3], [-0.1, 0.1, 0.3, 0.3], [0.5, 0.9, 0.7, 1.3]])
-  kept, classes = detection._keep_inside(boxes, tf.constant([0, 1, 2]))
+  masks = tf.constant([[[0, 1, 2]]], tf.uint8)  # mask i holds the value i
+  kept, classes, masks = detection._keep_inside(boxes, tf.constant([0, 1, 2]), masks)
   np.testing.assert_allclose(kept.numpy(), [[0.0, 0.1, 0.3, 0.3]])
-  assert classes.numpy().tolist() == [1]
+  assert classes.numpy().tolist() == [1] and masks.numpy().ravel().tolist() == [1]
 
 
 def test_more_boxes_than_max_boxes_is_an_error_unless_dropped(tiny, caplog):

@@ -67,19 +67,17 @@ def test_yolo_learns_shapes_detection(tiny_shapes, tmp_path, monkeypatch):
   assert summary["eval"]["map_voc07"] >= 0.25, summary["eval"]
 
 
-def test_faster_rcnn_learns_shapes_detection(tiny_shapes, tmp_path, monkeypatch):
-  """Faster R-CNN (RPN + RoIAlign head) on a narrow ResNet, 32x32 shapes (2048 images), 600
-  steps: VOC07 mAP@0.5 >= 0.6 (0.805 measured; 0.21 after 200 steps on 512 images); an RPN or
-  head whose targets, sampling, box coding or class ids are broken finds few boxes at IoU 0.5.
-  About 75 CPU-seconds, the data build included."""
+def faster_rcnn_short_run(task: str, model: str, best_metric: str, tiny_shapes, monkeypatch):
+  """`short_run` of 600 steps of a narrow-ResNet Faster R-CNN (or subclass) on 32x32 shapes
+  detection (2048 images)."""
   from jaxvision.data import detection
   from jaxvision.data.builders.shapes import ShapesConfig
 
   data_dir, spec = tiny_shapes(ShapesConfig(name="learning_multilabel", **MULTILABEL_SHAPES),
                                "learning_multilabel_detection")
   monkeypatch.setitem(detection.DATASETS, "learning_multilabel_detection", spec)
-  c = short_run("rcnn_detection", "faster_rcnn", "learning_multilabel_detection", data_dir, 600,
-                "map_voc07", warmup_epochs=1.0)
+  c = short_run(task, model, "learning_multilabel_detection", data_dir, 600, best_metric,
+                warmup_epochs=1.0)
   o = c.model.options
   o.backbone = "resnet"
   o.backbone_options = dict(stage_sizes=(1, 1), widths=(16, 32), stem="imagenet", stem_width=16)
@@ -88,6 +86,16 @@ def test_faster_rcnn_learns_shapes_detection(tiny_shapes, tmp_path, monkeypatch)
   o.rpn_pre_nms_top_n_train = o.rpn_pre_nms_top_n_test = 32
   o.rpn_post_nms_top_n_train, o.rpn_post_nms_top_n_test = 16, 16
   o.roi_output_size, o.representation_size = 5, 128
+  return c
+
+
+def test_faster_rcnn_learns_shapes_detection(tiny_shapes, tmp_path, monkeypatch):
+  """Faster R-CNN (RPN + RoIAlign head) on a narrow ResNet, 32x32 shapes (2048 images), 600
+  steps: VOC07 mAP@0.5 >= 0.6 (0.805 measured; 0.21 after 200 steps on 512 images); an RPN or
+  head whose targets, sampling, box coding or class ids are broken finds few boxes at IoU 0.5.
+  About 75 CPU-seconds, the data build included."""
+  c = faster_rcnn_short_run("rcnn_detection", "faster_rcnn", "map_voc07", tiny_shapes,
+                            monkeypatch)
   summary = fit(c, tmp_path, progress=False)
   assert summary["eval"]["map_voc07"] >= 0.6, summary["eval"]
 

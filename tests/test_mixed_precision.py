@@ -262,6 +262,8 @@ FORWARD = {
                8, 3, {}),
     "yolov2": (CASES["yolo"][1], 8, 3, {}),
     "faster_rcnn": (FASTER_RCNN, 32, 3, {}),
+    "mask_rcnn": (dict(FASTER_RCNN, mask_width=8, mask_num_convs=1, mask_feature_level=0), 32, 3,
+                  {}),
     "fast_rcnn": ({k: v for k, v in FASTER_RCNN.items() if not k.startswith("rpn_")}, 16, 3,
                   PROPOSALS),
     "rcnn": (dict(RCNN_HEAD, warp_size=8), 16, 3, PROPOSALS),

@@ -28,6 +28,7 @@ CASES = {
     "faster_rcnn/tiny_pool": ("faster_rcnn", dict(TINY_RESNET, roi_pool="pool",
                                                   representation_size=8), False),
     "fast_rcnn/resnet18": ("fast_rcnn", dict(backbone="resnet18"), False),
+    "mask_rcnn/resnet18": ("mask_rcnn", dict(backbone="resnet18"), False),
     "rcnn/resnet18": ("rcnn", dict(backbone="resnet18", warp_size=32), True),
     "rcnn/window_cnn": ("rcnn", dict(backbone="window_cnn", warp_size=24,
                                      representation_size=8), True),

@@ -80,7 +80,7 @@ def config_for(task: str, dataset: str = "digits", **kw):
 
 def test_make_task_builds_every_registered_task_around_the_given_model():
   assert task_names() == sorted(["classification", "multilabel_classification", "segmentation",
-                                 "detection", "rcnn_detection"])
+                                 "detection", "rcnn_detection", "instance_segmentation"])
   task = make_task(config_for("classification", label_smoothing=0.1))
   assert isinstance(task, Classification) and task.label_smoothing == 0.1
   yolo = create_model("yolov1", num_classes=3)

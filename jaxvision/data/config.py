@@ -14,4 +14,5 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   c.shuffle_buffer = 10_000
   c.max_boxes = 0            # detection: boxes per image after padding (0: dataset default)
   c.drop_extra_boxes = False  # detection: drop boxes past max_boxes (with a warning) or fail
+  c.instance_masks = False   # detection: also carry per-object masks (`instance_masks`)
   return c

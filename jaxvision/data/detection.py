@@ -2,8 +2,10 @@
 
 Batches: `image` float32 [B, S, S, C] (normalised), `boxes` float32 [B, N, 4] as (ymin, xmin,
 ymax, xmax) normalised to the image, `classes` int32 [B, N], `valid` bool [B, N]; N is the
-dataset's `max_boxes`. Evaluation adds `difficult` bool [B, N] (VOC "difficult", COCO
-"is_crowd": ignored by the metrics), `image_size` int32 [B, 2] (the original height and width,
+dataset's `max_boxes`. With `dataset.instance_masks` (datasets with per-object masks, e.g. the
+shapes), also `instance_masks` uint8 [B, N, S, S] (1 inside object n, 0 elsewhere and in padding
+rows), moved, cropped and flipped with the image. Evaluation adds `difficult` bool [B, N] (VOC
+"difficult", COCO "is_crowd": ignored by the metrics), `image_size` int32 [B, 2] (the original height and width,
 for pixel-based metrics) and `weight` [B] (0 for padding rows). Training drops difficult/crowd
 boxes (as darknet's VOC labels do).
 
@@ -56,6 +58,8 @@ class DetectionSpec:
     mean, std: per-channel statistics of pixel values scaled to [0, 1].
     max_boxes: N, the padded number of boxes per image.
     difficult_key: `objects` feature marking boxes the metrics ignore (None: none).
+    instances_key: feature holding each pixel's object index (0 background, i + 1 object i;
+      None: the dataset has no per-object masks).
     pixel_plus_one: VOC's inclusive pixel boxes (width = x2 - x1 + 1) for the VOC AP.
     scale_range: random rescaling factors of training images.
     flip, colour: default training flips and colour jitter.
@@ -71,6 +75,7 @@ class DetectionSpec:
   std: tuple[float, ...]
   max_boxes: int
   difficult_key: str | None = None
+  instances_key: str | None = None
   pixel_plus_one: bool = False
   scale_range: tuple[float, float] = (0.75, 1.25)
   flip: bool = True
@@ -83,7 +88,7 @@ _VOC = dict(num_classes=20, image_size=448, max_boxes=64, difficult_key="is_diff
             pixel_plus_one=True, **_IMAGENET)
 # Synthetic shapes of random colour and size: mild rescaling, no colour jitter.
 _SHAPES = dict(num_classes=3, max_boxes=8, scale_range=(0.9, 1.1), colour=False, cache=True,
-               offline_build=True, **_SHAPES_MEAN_STD)
+               offline_build=True, instances_key="instances", **_SHAPES_MEAN_STD)
 
 DATASETS: dict[str, DetectionSpec] = {s.name: s for s in (
     DetectionSpec(name="shapes_detection", train=(("shapes/128", "train"),),
@@ -124,6 +129,7 @@ class Settings:
   shuffle_buffer: int
   max_boxes: int
   drop_extra_boxes: bool
+  instance_masks: bool = False
 
 
 def settings(c: Any) -> Settings:
@@ -142,10 +148,15 @@ def settings(c: Any) -> Settings:
   if not isinstance(max_boxes, int) or max_boxes < 1:
     raise ValueError(f"dataset_config.max_boxes must be an int >= 1 (0: {spec.max_boxes}); "
                      f"got {max_boxes!r}")
+  instance_masks = bool(getattr(c, "instance_masks", False))
+  if instance_masks and spec.instances_key is None:
+    raise ValueError(f"dataset_config.instance_masks: {spec.name} has no per-object masks; "
+                     f"expected False, or a dataset with them (e.g. shapes_detection), got True")
   return Settings(spec=spec, data_dir=c.data_dir, size=size or spec.image_size,
                   random_crop=padding != 0, flip=spec.flip if c.flip is None else bool(c.flip),
                   shuffle_buffer=shuffle_buffer, max_boxes=max_boxes,
-                  drop_extra_boxes=bool(getattr(c, "drop_extra_boxes", False)))
+                  drop_extra_boxes=bool(getattr(c, "drop_extra_boxes", False)),
+                  instance_masks=instance_masks)
 
 
 def _fields(ex: dict, s: Settings) -> dict:
@@ -166,9 +177,19 @@ def _fields(ex: dict, s: Settings) -> dict:
     with tf.control_dependencies([check]):
       n = tf.identity(n)
   keep = tf.minimum(n, s.max_boxes)
-  return {"image": ex["image"], "boxes": boxes[:keep], "classes": classes[:keep],
-          "difficult": difficult[:keep], "dropped": n - keep,
-          "image_size": tf.shape(ex["image"])[:2]}
+  out = {"image": ex["image"], "boxes": boxes[:keep], "classes": classes[:keep],
+         "difficult": difficult[:keep], "dropped": n - keep,
+         "image_size": tf.shape(ex["image"])[:2]}
+  if s.instance_masks:
+    out["masks"] = instance_masks(ex[s.spec.instances_key], keep)
+  return out
+
+
+def instance_masks(instances: tf.Tensor, n) -> tf.Tensor:
+  """Object index map [H, W, 1] (0 background, i + 1 object i) -> uint8 masks [H, W, n] of
+  objects 0..n-1 (channels last, so that they move with the image)."""
+  ids = tf.cast(instances, tf.int32)
+  return tf.cast(tf.equal(ids, tf.range(1, n + 1, dtype=tf.int32)), tf.uint8)
 
 
 def read(sources: source.Sources, s: Settings, *, shard: bool,
@@ -195,9 +216,10 @@ def _colour(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   return tf.clip_by_value(image * tf.exp(log_exposure), 0.0, 1.0) * 255.0
 
 
-def _scale_and_place(image, boxes, size: int, scale_range, pad_value, seed):
+def _scale_and_place(image, boxes, size: int, scale_range, pad_value, seed, masks=None):
   """Rescales by a random factor and places the result at a random offset in a size x size
-  canvas; returns the image and the boxes in the canvas' normalised coordinates."""
+  canvas; returns the image, the boxes in the canvas' normalised coordinates and the masks
+  [H, W, n] moved the same way (bilinear, thresholded at 0.5; None without)."""
   scale_seed, offset_seed = augment.split_seed(seed, 2)
   lo, hi = (math.log(v) for v in scale_range)
   side = tf.maximum(tf.cast(tf.round(tf.exp(tf.random.stateless_uniform([], scale_seed, lo, hi))
@@ -211,24 +233,47 @@ def _scale_and_place(image, boxes, size: int, scale_range, pad_value, seed):
   canvas = tf.image.pad_to_bounding_box(image - pad_value, pad[0], pad[1], big, big) + pad_value
   crop = tf.maximum(-offset, 0)
   image = tf.image.crop_to_bounding_box(canvas, crop[0], crop[1], size, size)
+  if masks is not None:
+    masks = tf.image.resize(tf.cast(masks, tf.float32), (side, side))
+    masks = tf.image.pad_to_bounding_box(masks, pad[0], pad[1], big, big)
+    masks = tf.image.crop_to_bounding_box(masks, crop[0], crop[1], size, size)
+    masks = tf.cast(masks >= 0.5, tf.uint8)
   shift = tf.cast(tf.tile(offset, [2]), tf.float32)
   boxes = (boxes * tf.cast(side, tf.float32) + shift) / float(size)
-  return image, boxes
+  return image, boxes, masks
 
 
-def _keep_inside(boxes, classes):
-  """Drops boxes whose centre is outside [0, 1)^2 and clips the rest to the image."""
+def _keep_inside(boxes, classes, masks=None):
+  """Drops boxes (and their masks [H, W, n]) whose centre is outside [0, 1)^2 and clips the rest
+  to the image."""
   centre = (boxes[:, :2] + boxes[:, 2:]) / 2
   inside = tf.reduce_all((centre >= 0.0) & (centre < 1.0), axis=1)
   boxes = tf.clip_by_value(tf.boolean_mask(boxes, inside), 0.0, 1.0)
-  return boxes, tf.boolean_mask(classes, inside)
+  if masks is not None:
+    masks = tf.boolean_mask(masks, inside, axis=2)
+  return boxes, tf.boolean_mask(classes, inside), masks
 
 
-def _flip(image, boxes, seed):
+def _flip(image, boxes, seed, masks=None):
   flip = tf.random.stateless_uniform([], seed) < 0.5
   image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
+  if masks is not None:
+    masks = tf.cond(flip, lambda: masks[:, ::-1], lambda: masks)
   flipped = tf.stack([boxes[:, 0], 1.0 - boxes[:, 3], boxes[:, 2], 1.0 - boxes[:, 1]], axis=1)
-  return image, tf.cond(flip, lambda: flipped, lambda: boxes)
+  return image, tf.cond(flip, lambda: flipped, lambda: boxes), masks
+
+
+def _padded_masks(masks, s: Settings) -> tf.Tensor:
+  """Masks [S, S, n] -> uint8 [max_boxes, S, S], padding rows zero."""
+  masks = tf.transpose(tf.cast(masks, tf.uint8), [2, 0, 1])
+  return tf.ensure_shape(_pad(masks, s.max_boxes), (s.max_boxes, s.size, s.size))
+
+
+def _resize_masks(masks, size: int) -> tf.Tensor:
+  """Masks [H, W, n] resized to size x size (bilinear, thresholded at 0.5)."""
+  if masks.shape[0] == size and masks.shape[1] == size:
+    return masks
+  return tf.cast(tf.image.resize(tf.cast(masks, tf.float32), (size, size)) >= 0.5, tf.uint8)
 
 
 def train_example(ex: dict, s: Settings, seed: tf.Tensor) -> dict:
@@ -237,44 +282,56 @@ def train_example(ex: dict, s: Settings, seed: tf.Tensor) -> dict:
   colour_seed, crop_seed, flip_seed = augment.split_seed(seed, 3)
   keep = tf.logical_not(ex["difficult"])
   boxes, classes = tf.boolean_mask(ex["boxes"], keep), tf.boolean_mask(ex["classes"], keep)
+  masks = tf.boolean_mask(ex["masks"], keep, axis=2) if s.instance_masks else None
   image = tf.cast(ex["image"], tf.float32)
   if spec.colour:
     image = _colour(image, colour_seed)
   if s.random_crop:
     pad_value = 255.0 * tf.constant(spec.mean, tf.float32)  # normalises to 0
-    image, boxes = _scale_and_place(image, boxes, s.size, spec.scale_range, pad_value, crop_seed)
-    boxes, classes = _keep_inside(boxes, classes)
+    image, boxes, masks = _scale_and_place(image, boxes, s.size, spec.scale_range, pad_value,
+                                           crop_seed, masks)
+    boxes, classes, masks = _keep_inside(boxes, classes, masks)
   else:
     image = augment.resize(image, s.size)
+    masks = None if masks is None else _resize_masks(masks, s.size)
   if s.flip:
-    image, boxes = _flip(image, boxes, flip_seed)
+    image, boxes, masks = _flip(image, boxes, flip_seed, masks)
   n = tf.shape(classes)[0]
-  return {"image": tf.ensure_shape(image, (s.size, s.size, len(spec.mean))),
-          "boxes": _pad(boxes, s.max_boxes), "classes": _pad(classes, s.max_boxes),
-          "valid": tf.range(s.max_boxes) < n, "dropped": ex["dropped"]}
+  out = {"image": tf.ensure_shape(image, (s.size, s.size, len(spec.mean))),
+         "boxes": _pad(boxes, s.max_boxes), "classes": _pad(classes, s.max_boxes),
+         "valid": tf.range(s.max_boxes) < n, "dropped": ex["dropped"]}
+  if masks is not None:
+    out["instance_masks"] = _padded_masks(masks, s)
+  return out
 
 
 def eval_example(ex: dict, s: Settings) -> dict:
   """Eval example: resized, boxes padded to max_boxes, `weight` 1."""
   image = augment.resize(ex["image"], s.size)
   n = tf.shape(ex["classes"])[0]
-  return {"image": tf.ensure_shape(image, (s.size, s.size, len(s.spec.mean))),
-          "boxes": _pad(ex["boxes"], s.max_boxes), "classes": _pad(ex["classes"], s.max_boxes),
-          "valid": tf.range(s.max_boxes) < n, "difficult": _pad(ex["difficult"], s.max_boxes),
-          "image_size": tf.cast(ex["image_size"], tf.int32), "dropped": ex["dropped"],
-          "weight": tf.constant(1.0, tf.float32)}
+  out = {"image": tf.ensure_shape(image, (s.size, s.size, len(s.spec.mean))),
+         "boxes": _pad(ex["boxes"], s.max_boxes), "classes": _pad(ex["classes"], s.max_boxes),
+         "valid": tf.range(s.max_boxes) < n, "difficult": _pad(ex["difficult"], s.max_boxes),
+         "image_size": tf.cast(ex["image_size"], tf.int32), "dropped": ex["dropped"],
+         "weight": tf.constant(1.0, tf.float32)}
+  if s.instance_masks:
+    out["instance_masks"] = _padded_masks(_resize_masks(ex["masks"], s.size), s)
+  return out
 
 
 def padding_example(s: Settings) -> dict:
   """An eval row of weight 0 (no valid boxes)."""
   n, channels = s.max_boxes, len(s.spec.mean)
-  return {
+  out = {
       "image": tf.zeros((s.size, s.size, channels), tf.float32),
       "boxes": tf.zeros((n, 4), tf.float32), "classes": tf.zeros((n,), tf.int32),
       "valid": tf.zeros((n,), tf.bool), "difficult": tf.zeros((n,), tf.bool),
       "image_size": tf.constant([s.size, s.size], tf.int32), "dropped": tf.constant(0, tf.int32),
       "weight": tf.constant(0.0, tf.float32),
   }
+  if s.instance_masks:
+    out["instance_masks"] = tf.zeros((n, s.size, s.size), tf.uint8)
+  return out
 
 
 def finish(batches: Iterator[stream.Batch], s: Settings) -> Iterator[stream.Batch]:

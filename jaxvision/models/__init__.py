@@ -7,6 +7,7 @@ from jaxvision.models import classic  # noqa: F401  (AlexNet, VGG, GoogLeNet)
 from jaxvision.models import fcn, full_resolution_fcn, segnet, unet  # noqa: F401  (segmentation)
 from jaxvision.models import yolo  # noqa: F401  (YOLOv1, YOLOv2)
 from jaxvision.models import faster_rcnn  # noqa: F401  (Faster R-CNN, Fast R-CNN)
+from jaxvision.models import mask_rcnn  # noqa: F401  (Mask R-CNN)
 from jaxvision.models import rcnn, sppnet  # noqa: F401  (R-CNN, SPP-net)
 from jaxvision.models import window_cnn  # noqa: F401  (unpadded CNN for sliding windows)
 from jaxvision.models.fully_convolutional import fully_convolutional

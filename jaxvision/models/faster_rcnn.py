@@ -98,6 +98,14 @@ class FasterRCNN(RoIDetector):
   @nn.compact
   def __call__(self, x, *, train: bool, targets: dict | None = None, proposals=None,
                proposal_valid=None):
+    return self.detect(x, train=train, targets=targets, proposals=proposals,
+                       proposal_valid=proposal_valid)[0]
+
+  def detect(self, x, *, train: bool, targets: dict | None = None, proposals=None,
+             proposal_valid=None):
+    """The forward pass (call from a compact `__call__`): (outputs, the intermediates a
+    subclass's extra head needs: `maps` (the backbone's feature maps), `gt` (pixel targets or
+    None), `rois` and `roi_labels` (the sampled training RoIs, with targets), `image_hw`)."""
     check_images(x)
     self._check_options(proposals)
     gt = self.gt_targets(targets, x, train)
@@ -135,14 +143,16 @@ class FasterRCNN(RoIDetector):
 
     head = self.box_head()
     pool = functools.partial(self._pool, features, spatial_scale=grid[0] / image_hw[0])
+    inner = {"maps": maps, "gt": gt, "image_hw": image_hw}
     if gt is not None:
       rois, labels, reg = self.sample_rois_batch(keys[1], boxes, valid, gt)
       cls_logits, box_deltas = head(pool(rois))
       out["roi"] = {"logits": cls_logits, "deltas": box_deltas, "labels": labels, "targets": reg}
+      inner.update(rois=rois, roi_labels=labels)
     if not train:
       cls_logits, box_deltas = head(pool(boxes))
       out["detections"] = self.postprocess_batch(cls_logits, box_deltas, boxes, valid, image_hw)
-    return out
+    return out, inner
 
   def _pool(self, features, rois, spatial_scale: float):
     rois = jax.lax.stop_gradient(rois)
@@ -167,14 +177,15 @@ class FasterRCNN(RoIDetector):
 
 def _rcnn(use_rpn: bool, *, num_classes: int, backbone: str = "resnet50",
           backbone_options: dict | None = None, axis_name: str | None = None,
-          dtype: Any = jnp.float32, **options) -> FasterRCNN:
+          dtype: Any = jnp.float32, module: type | None = None, **options) -> FasterRCNN:
+  """`module` (default FasterRCNN, or a subclass) on the named backbone."""
   net = make_backbone(backbone, backbone_options, num_classes=num_classes, axis_name=axis_name,
                       dtype=dtype)
   for key in ("anchor_sizes", "aspect_ratios"):
     if key in options:
       options[key] = tuple(float(v) for v in options[key])
-  return FasterRCNN(backbone=net, num_classes=num_classes, use_rpn=use_rpn, axis_name=axis_name,
-                    dtype=dtype, **options)
+  return (module or FasterRCNN)(backbone=net, num_classes=num_classes, use_rpn=use_rpn,
+                                axis_name=axis_name, dtype=dtype, **options)
 
 
 _OPTIONS = module_options(FasterRCNN, exclude=("backbone", "use_rpn")) | {"backbone",

@@ -40,7 +40,7 @@ def draw_boxes(image: np.ndarray, true_boxes, true_classes, boxes, scores, class
 
 
 def save_detections(out_dir, images, targets: dict, detections: dict, *, class_names=None,
-                    min_score: float = 0.3, scale: int | None = None):
+                    min_score: float = 0.3, scale: int | None = None, paint=None):
   """Writes `out_dir/{i:03d}.png` for each image; returns the paths.
 
   Args:
@@ -49,6 +49,8 @@ def save_detections(out_dir, images, targets: dict, detections: dict, *, class_n
     detections: `boxes` [N, K, 4], `scores` [N, K], `classes` [N, K], `valid` [N, K]; those
       scoring at least `min_score` are drawn.
     scale: enlargement; default: enough to make the images at least 256 pixels high.
+    paint: optional `paint(image, i, drawn)` -> the image to draw the boxes on, `drawn` the
+      boolean [K] of image i's detections that are drawn (instance masks fill them in).
   """
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +62,7 @@ def save_detections(out_dir, images, targets: dict, detections: dict, *, class_n
   for i, image in enumerate(images):
     tv = t["valid"][i].astype(bool)
     dv = d["valid"][i].astype(bool) & (d["scores"][i] >= min_score)
+    image = image if paint is None else paint(image, i, dv)
     im = draw_boxes(image, t["boxes"][i][tv], t["classes"][i][tv], d["boxes"][i][dv],
                     d["scores"][i][dv], d["classes"][i][dv], class_names=class_names, scale=scale)
     path = out_dir / f"{i:03d}.png"

@@ -130,8 +130,16 @@ class Detection(Task):
     `workdir/detections`."""
     if self.num_overlays <= 0:
       return
-    from jaxvision import data  # TensorFlow only here
     from jaxvision.plots.detection_overlays import save_detections
+
+    batch, found, pixels = self.overlay_batch(state, config)
+    save_detections(pathlib.Path(workdir) / "detections", pixels, batch, found,
+                    class_names=self.class_names)
+
+  def overlay_batch(self, state, config) -> tuple[dict, dict, np.ndarray]:
+    """The first `num_overlays` eval images: their batch, the model's detections (host arrays)
+    and their pixels in [0, 255]."""
+    from jaxvision import data  # TensorFlow only here
     from jaxvision.data import detection
 
     batch = next(data.eval_batches(config.dataset, global_batch_size=config.eval_batch_size))
@@ -140,8 +148,7 @@ class Detection(Task):
     found = jax.device_get(jax.jit(self.predict)(state, batch["image"]))
     spec = detection.get_spec(config.dataset.name)
     pixels = (batch["image"] * np.asarray(spec.std) + np.asarray(spec.mean)) * 255.0
-    save_detections(pathlib.Path(workdir) / "detections", pixels, batch, found,
-                    class_names=self.class_names)
+    return batch, found, pixels
 
 
 def eval_record(batch: dict, detections: dict, loss, accuracy) -> dict:

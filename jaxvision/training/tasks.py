@@ -1,7 +1,7 @@
 """The task registry: `config.task` names the task (jaxvision.training.task.Task) a run trains.
 
 Built in: classification, multilabel_classification, segmentation, detection (YOLO) and
-rcnn_detection (the R-CNN family). New tasks register a factory `(config, model) -> Task` with
+rcnn_detection (the R-CNN family), instance_segmentation (Mask R-CNN). New tasks register a factory `(config, model) -> Task` with
 `register_task`; `make_task(config, model)` builds the named one around the model the run built.
 """
 
@@ -11,13 +11,14 @@ from typing import Callable
 
 from jaxvision.training.classification_task import Classification
 from jaxvision.training.detection_task import Detection
+from jaxvision.training.mask_rcnn_task import InstanceSegmentation
 from jaxvision.training.multilabel_task import MultiLabelClassification
 from jaxvision.training.rcnn_task import RCNNDetection
 from jaxvision.training.segmentation_task import Segmentation
 from jaxvision.training.task import Task
 
-__all__ = ["Classification", "Detection", "MultiLabelClassification", "RCNNDetection",
-           "Segmentation", "Task", "make_task", "register_task", "task_names"]
+__all__ = ["Classification", "Detection", "InstanceSegmentation", "MultiLabelClassification",
+           "RCNNDetection", "Segmentation", "Task", "make_task", "register_task", "task_names"]
 
 _TASKS: dict[str, Callable[..., Task]] = {
     "classification": Classification.from_config,
@@ -25,6 +26,7 @@ _TASKS: dict[str, Callable[..., Task]] = {
     "segmentation": Segmentation.from_config,
     "detection": Detection.from_config,
     "rcnn_detection": RCNNDetection.from_config,
+    "instance_segmentation": InstanceSegmentation.from_config,
 }
 
 

@@ -4,6 +4,8 @@ Each example is an RGB image with 1..N filled shapes (random class, size, colour
 neither shapes nor their boxes overlap) on a textured background (stripes, a checkerboard or smooth noise, plus pixel
 noise), with:
 - `mask`: per-pixel class, 0 background, 1 circle, 2 square, 3 triangle (`label + 1`);
+- `instances` (1.1.0): per-pixel object index, 0 background, i + 1 the pixels of object i (the
+  shapes never overlap, so this map holds every per-object mask: `instances == i + 1`);
 - `objects`: one `bbox` (ymin, xmin, ymax, xmax, normalised; the tight box of the shape's
   pixels, edges at pixel boundaries) and `label` (0 circle, 1 square, 2 triangle) per shape.
 
@@ -100,10 +102,18 @@ def _shape_mask(kind: int, center: np.ndarray, extent: float, angle: float, size
 
 def render(config: ShapesConfig, split: str, index: int):
   """Example `index` of `split`: (image uint8 [S,S,3], mask uint8 [S,S,1], boxes [N,4], labels [N])."""
+  image, mask, _, boxes, labels = render_instances(config, split, index)
+  return image, mask, boxes, labels
+
+
+def render_instances(config: ShapesConfig, split: str, index: int):
+  """`render` with the object indices: (image, mask, instances uint8 [S,S,1] (0 background, i + 1
+  object i), boxes, labels)."""
   rng = np.random.default_rng([config.seed, _SPLIT_CODES[split], index])
   size = config.image_size
   image = _background(rng, size)
   mask = np.zeros((size, size), np.uint8)
+  instances = np.zeros((size, size), np.uint8)
   taken = np.zeros((size, size), bool)  # boxes of the shapes so far, with a 1-pixel margin
   boxes, labels = [], []
   for _ in range(int(rng.integers(config.min_shapes, config.max_shapes + 1))):
@@ -126,19 +136,23 @@ def render(config: ShapesConfig, split: str, index: int):
       colour = rng.uniform(0, 255, 3)
     image[inside] = colour
     mask[inside] = kind + 1
+    instances[inside] = len(boxes) + 1
     boxes.append(np.array([ymin, xmin, ymax, xmax], np.float32) / size)
     labels.append(kind)
   image = image + rng.normal(0, 6, image.shape)
   image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-  return (image, mask[..., None], np.reshape(np.array(boxes, np.float32), (-1, 4)),
+  return (image, mask[..., None], instances[..., None],
+          np.reshape(np.array(boxes, np.float32), (-1, 4)),
           np.array(labels, np.int64))
 
 
 class Shapes(ProceduralSplits, tfds.core.GeneratorBasedBuilder):
   """Procedural shapes for segmentation and detection; needs no download."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "`instances`: per-pixel object index (per-object masks); images, "
+                            "masks and objects unchanged."}
   BUILDER_CONFIGS = [
       ShapesConfig(name="128", description="128x128 images (the default).", image_size=128),
       ShapesConfig(name="64", description="64x64 images, for fast tests and CPU training "
@@ -154,6 +168,7 @@ class Shapes(ProceduralSplits, tfds.core.GeneratorBasedBuilder):
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(size, size, 3), dtype=np.uint8),
             "mask": tfds.features.Image(shape=(size, size, 1), dtype=np.uint8),
+            "instances": tfds.features.Image(shape=(size, size, 1), dtype=np.uint8),
             "objects": tfds.features.Sequence({
                 "bbox": tfds.features.BBoxFeature(),
                 "label": tfds.features.ClassLabel(names=CLASSES),
@@ -163,7 +178,7 @@ class Shapes(ProceduralSplits, tfds.core.GeneratorBasedBuilder):
     )
 
   def _example(self, split: str, index: int) -> dict:
-    image, mask, boxes, labels = render(self.builder_config, split, index)
+    image, mask, instances, boxes, labels = render_instances(self.builder_config, split, index)
     objects = [{"bbox": tfds.features.BBox(*box), "label": int(label)}
                for box, label in zip(boxes.tolist(), labels)]
-    return {"image": image, "mask": mask, "objects": objects}
+    return {"image": image, "mask": mask, "instances": instances, "objects": objects}
