@@ -99,7 +99,8 @@ def _peak_bytes(compiled) -> int | None:
              - mem.alias_size_in_bytes)
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def median_seconds(fn, repeats: int = 5) -> float:
+  """Median wall time of `repeats` calls of `fn` (its result waited for), after one warm-up."""
   jax.block_until_ready(fn())  # warm-up
   times = []
   for _ in range(repeats):
@@ -193,7 +194,7 @@ def analyze(name: str, *, size: int = 224, batch: int = 32, channels: int = 3,
                                                                jnp.zeros(s.image(1).shape))
   x = jnp.asarray(np.random.RandomState(0).randn(*s.image(1).shape), jnp.float32)
   forward = jax.jit(_forward_fn(s))  # timed as it runs here (im2col on the CPU)
-  row["latency_ms"] = 1e3 * _median_seconds(lambda: forward(real, x), repeats)
+  row["latency_ms"] = 1e3 * median_seconds(lambda: forward(real, x), repeats)
   if timing == "all" or (timing == "auto" and jax.default_backend() != "cpu"):
     holder, train_step = [_train_state(s, real)], _train_step_fn()
     data = {"image": jnp.zeros(s.image(batch).shape), "label": jnp.zeros((batch,), jnp.int32)}
@@ -202,7 +203,7 @@ def analyze(name: str, *, size: int = 224, batch: int = 32, channels: int = 3,
       holder[0], metrics = train_step(holder[0], data, jax.random.key(1))
       return metrics
 
-    row["train_images_per_s"] = batch / _median_seconds(step, repeats)
+    row["train_images_per_s"] = batch / median_seconds(step, repeats)
   return row
 
 

@@ -40,10 +40,7 @@ def summarize(rows: list[dict]) -> list[dict]:
                 failed={r.get("seed"): r["error"] for r in mine if r.get("error")})
     for key in MEASURED:
       values = [v for v in (_number(r.get(key)) for r in ok) if v is not None]
-      stats = interval(values) if values else {"n": 0, "mean": float("nan"),
-                                               "std": float("nan"), "lo": float("nan"),
-                                               "hi": float("nan")}
-      line[key] = {**stats, "min": min(values, default=float("nan")),
+      line[key] = {**interval(values), "min": min(values, default=float("nan")),
                    "max": max(values, default=float("nan"))}
     out.append(line)
   return out

@@ -69,10 +69,11 @@ def run_one(config, arm: str, seed: int, run_dir: pathlib.Path) -> dict:
 
 
 def interval(values: list[float]) -> dict:
-  """Mean, sample std and the 95% Student-t interval of the mean (n - 1 degrees of freedom)."""
+  """Mean, sample std and the 95% Student-t interval of the mean (n - 1 degrees of freedom);
+  NaN where there are too few values."""
   from scipy import stats
   v = np.asarray(values, np.float64)
-  mean = float(v.mean())
+  mean = float(v.mean()) if v.size else float("nan")
   if v.size < 2:
     return {"n": int(v.size), "mean": mean, "std": float("nan"), "lo": float("nan"),
             "hi": float("nan")}

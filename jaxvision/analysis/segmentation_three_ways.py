@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import statistics
 import time
 
 import jax
@@ -28,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxvision.analysis.complexity import forward_cost
+from jaxvision.analysis.complexity import forward_cost, median_seconds
 from jaxvision.analysis.provenance import config_block, provenance, versions_line
 from jaxvision.analysis.sliding_window_shapes import train_crop_classifier
 from jaxvision.losses.segmentation import IGNORE_LABEL
@@ -106,16 +105,6 @@ def scores(masks: np.ndarray, predictions: np.ndarray) -> dict:
   return {"miou": float(s["miou"]), "pixel_accuracy": float(s["pixel_accuracy"])}
 
 
-def _median_seconds(fn, repeats: int = 5) -> float:
-  fn()  # compile and warm up
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
-
-
 def sliding_window_way(train: dict, test: dict, *, patch: int, widths, steps: int,
                        train_patches: int, seed: int, timed_images: int) -> dict:
   """Trains the patch classifier and segments every test image pixel by pixel."""
@@ -128,7 +117,7 @@ def sliding_window_way(train: dict, test: dict, *, patch: int, widths, steps: in
   classify = jax.jit(lambda x: model.apply(variables, x, train=False))
   predictions = np.stack([segment_by_patches(classify, im, patch) for im in test["image"]])
   n = min(timed_images, len(test["image"]))
-  per_image = _median_seconds(lambda: [segment_by_patches(classify, im, patch)
+  per_image = median_seconds(lambda: [segment_by_patches(classify, im, patch)
                                        for im in test["image"][:n]]) / n
   h, w = test["image"].shape[1:3]
   crop_gflops = forward_cost("window_cnn", size=patch, num_classes=NUM_CLASSES,
@@ -155,7 +144,7 @@ def fcn_way(way: str, config, workdir: pathlib.Path, test: dict, *, timed_images
   _, model, variables, _ = load_run(workdir)
   images = jnp.asarray(test["image"][:timed_images])
   predict = jax.jit(lambda x: jnp.argmax(model.apply(variables, x, train=False), -1))
-  per_image = _median_seconds(lambda: jax.block_until_ready(predict(images))) / len(images)
+  per_image = median_seconds(lambda: predict(images)) / len(images)
   options = dict(config.model.options)
   size = test["image"].shape[1]
   return {"way": way, "model": config.model.name, "options": options,

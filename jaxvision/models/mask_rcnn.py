@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from jaxvision.models.faster_rcnn import FasterRCNN, _OPTIONS, _rcnn
 from jaxvision.models.registry import register_model
-from jaxvision.nn import conv
+from jaxvision.nn import conv, residual
 from jaxvision.ops.roi import roi_align
 from jaxvision.ops.sampling import match
 
@@ -40,7 +40,7 @@ def _conv(features: int, size: int, dtype, name: str) -> nn.Conv:
   run as im2col (`jaxvision.nn.conv`), several times faster than XLA's convolution, most of all
   in the backward pass."""
   return nn.Conv(features, (size, size), padding="SAME", dtype=dtype, name=name,
-                 kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+                 kernel_init=residual.conv_kernel_init,
                  conv_general_dilated=conv.conv_general_dilated)
 
 
@@ -52,8 +52,7 @@ class Upsample2x(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-    kernel = self.param("kernel", init, (2, 2, x.shape[-1], self.features))
+    kernel = self.param("kernel", residual.conv_kernel_init, (2, 2, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     y = jnp.einsum("...hwc,abcf->...hawbf", x.astype(self.dtype), kernel.astype(self.dtype))
     *lead, h, _, w, _, f = y.shape

@@ -130,11 +130,13 @@ class Detection(Task):
     `workdir/detections`."""
     if self.num_overlays <= 0:
       return
+    self.save_overlays(pathlib.Path(workdir), *self.overlay_batch(state, config))
+
+  def save_overlays(self, workdir: pathlib.Path, batch: dict, found: dict, pixels) -> None:
+    """Draws `overlay_batch`'s images with their true and predicted boxes."""
     from jaxvision.plots.detection_overlays import save_detections
 
-    batch, found, pixels = self.overlay_batch(state, config)
-    save_detections(pathlib.Path(workdir) / "detections", pixels, batch, found,
-                    class_names=self.class_names)
+    save_detections(workdir / "detections", pixels, batch, found, class_names=self.class_names)
 
   def overlay_batch(self, state, config) -> tuple[dict, dict, np.ndarray]:
     """The first `num_overlays` eval images: their batch, the model's detections (host arrays)

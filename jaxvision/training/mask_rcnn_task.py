@@ -118,17 +118,13 @@ class InstanceSegmentation(RCNNDetection):
     found = normalised_detections(outputs["detections"], images.shape[1:3])
     return {**found, "masks": outputs["detections"]["masks"]}
 
-  def on_train_end(self, state, config, workdir) -> None:
-    """Draws the detections (`workdir/detections`) and the instance masks
-    (`workdir/instances`) of the first eval images."""
-    super().on_train_end(state, config, workdir)
-    if self.num_overlays <= 0:
-      return
+  def save_overlays(self, workdir: pathlib.Path, batch: dict, found: dict, pixels) -> None:
+    """The boxes (`workdir/detections`) and the instance masks (`workdir/instances`)."""
+    super().save_overlays(workdir, batch, found, pixels)
     from jaxvision.plots.instance_overlays import save_instances
 
-    batch, found, pixels = self.overlay_batch(state, config)
     height, width = batch["image"].shape[1:3]
-    found["masks"] = np.stack([image_masks(m, b, height, width)
-                               for m, b in zip(found["masks"], found["boxes"])])
-    save_instances(pathlib.Path(workdir) / "instances", pixels, batch, found,
+    masks = np.stack([image_masks(m, b, height, width)
+                      for m, b in zip(found["masks"], found["boxes"])])
+    save_instances(workdir / "instances", pixels, batch, {**found, "masks": masks},
                    class_names=self.class_names)
