@@ -44,3 +44,27 @@ def test_scan_backward_compares_the_same_function(capsys):
                       "--repeats", "1"])
   out = capsys.readouterr().out
   assert "| forward |" in out and "| kernel gradient |" in out
+
+
+def test_seeds_vmap_steps_every_seed_as_its_own_step():
+  """bench/seeds_vmap.py: the vmapped program advances each seed's state as that seed's own
+  train step does (the two ways it times compute the same thing)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  sys.path.insert(0, str(REPO))
+  from bench import seeds_vmap
+
+  one, together, states, batches, keys = seeds_vmap.build("digits_full", "residual_N02_unshared", 2)
+  stacked = jax.tree.map(lambda *a: jnp.stack(a), *states)
+  stacked_batch = jax.tree.map(lambda *a: jnp.stack(a), *batches)
+  states = [jax.tree.map(jnp.copy, s) for s in states]
+  after, metrics = together(stacked, stacked_batch, keys)
+  for i, (s, b, k) in enumerate(zip(states, batches, keys)):
+    alone, m = one(s, b, k)
+    for a, v in zip(jax.tree.leaves(alone.params), jax.tree.leaves(after.params)):
+      np.testing.assert_allclose(a, v[i], rtol=2e-4, atol=2e-6)
+    np.testing.assert_allclose(m["loss"], metrics["loss"][i], rtol=1e-5)
+  # The seeds start apart (their own initialisation), so the comparison is not of one state.
+  assert not all(np.allclose(v[0], v[1]) for v in jax.tree.leaves(after.params))

@@ -184,6 +184,38 @@ def test_stochastic_depth_dropped_block_is_identity_and_eval_scales_by_p(y):
   np.testing.assert_array_equal(eval_out, m.apply(v, y, train=False))  # deterministic
 
 
+def test_stochastic_depth_skips_a_dropped_block(y):
+  """Huang et al.: a dropped block is not run (a conditional in the program, so its time is
+  saved); its BatchNorm statistics stay and its parameters get no gradient. A kept block's
+  statistics move and its parameters get gradients."""
+  norm = functools.partial(nn.BatchNorm, use_running_average=False, momentum=0.9)  # training
+  m = ResidualStage(dict(branch=functools.partial(BasicBranch, features=4, norm=norm),
+                         out_features=4, norm=norm, stochastic_depth=True), num_blocks=1,
+                    survival_probs=(0.5,))
+  v = m.init(jax.random.key(0), y, train=False)
+
+  def loss(params, rng):
+    out, state = m.apply({"params": params, "batch_stats": v["batch_stats"]}, y, train=True,
+                         rngs={"stochastic_depth": rng}, mutable=["batch_stats", "intermediates"])
+    gate = state["intermediates"]["blocks"]["block"]["gate"][0][0]
+    return jnp.sum(out ** 2), (state["batch_stats"], gate)
+
+  step = jax.jit(jax.grad(loss, has_aux=True))
+  assert "stablehlo.case" in step.lower(v["params"], jax.random.key(0)).as_text()
+  seen = set()
+  for rng in jax.random.split(jax.random.key(5), 8):
+    grads, (stats, gate) = step(v["params"], rng)
+    moved = [float(jnp.max(jnp.abs(a - b))) for a, b in
+             zip(jax.tree.leaves(stats), jax.tree.leaves(v["batch_stats"]))]
+    grad_norm = sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree.leaves(grads))
+    if gate == 0:
+      assert max(moved) == 0.0 and grad_norm == 0.0
+    else:
+      assert min(moved) > 0.0 and grad_norm > 0.0
+    seen.add(float(gate))
+  assert seen == {0.0, 1.0}
+
+
 def test_remat_gives_the_same_values_and_gradients(x):
   plain, remat = tiny(), tiny(remat=True)
   v = plain.init(jax.random.key(0), x, train=False)

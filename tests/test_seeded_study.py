@@ -83,3 +83,20 @@ def test_results_name_the_intervals_versions_and_config(study):
 def test_an_unknown_arm_is_named():
   with pytest.raises(ValueError, match=r"arm: expected one of \['plain20', .*got 'x'"):
     seeded_study.run_config(plain_vs_residual.get_config(), "x", 0)
+
+
+def test_finished_only_reports_the_runs_so_far_and_names_the_rest(study, tmp_path):
+  import shutil
+  config, workdir, rows = study
+  shutil.copytree(workdir / "runs" / "plain", tmp_path / "runs" / "plain")
+  shutil.rmtree(tmp_path / "runs" / "plain" / "seed1" / "checkpoints")  # as if cut mid-run
+  (tmp_path / "runs" / "plain" / "seed1" / "summary.json").unlink()
+  got = seeded_study.run_study(config, tmp_path, title="tiny", progress=False, finished_only=True)
+  assert [(r["arm"], r["seed"]) for r in got] == [("plain", 0)]
+  assert got[0]["test_error"] == pytest.approx(rows[0]["test_error"])  # reused, not retrained
+  assert not (tmp_path / "runs" / "residual").exists()
+  text = (tmp_path / "results.md").read_text()
+  assert "Not run yet (reported with --finished_only): plain seed 1, residual seed 0, residual seed 1." in text
+  with pytest.raises(ValueError, match="finished_only: no run in .* has finished yet"):
+    seeded_study.run_study(config, tmp_path / "empty", title="tiny", progress=False,
+                           finished_only=True)

@@ -125,25 +125,35 @@ def write_results(title: str, rows: list[dict], meta: dict, workdir: pathlib.Pat
           f"{meta['device']}; {versions_line(meta)}. Wall time {meta['wall_s'] / 60:.1f} min; "
           "load average "
           f"{load(meta['load_before'])} before, {load(meta['load_after'])} after.\n\n"
+          + (f"Not run yet (reported with --finished_only): {', '.join(meta['not_run'])}.\n\n"
+             if meta.get("not_run") else "")
           + markdown_table(summary) + "\n\n![curves](curves.png)\n\n" + config_block(meta))
   (workdir / "results.md").write_text(text)
   return text
 
 
-def run_study(config, workdir: str | pathlib.Path, *, title: str,
-              progress: bool = True) -> list[dict]:
-  """Trains every (arm, seed) of `config` in `workdir`; writes the results and the curves."""
+def run_study(config, workdir: str | pathlib.Path, *, title: str, progress: bool = True,
+              finished_only: bool = False) -> list[dict]:
+  """Trains every (arm, seed) of `config` in `workdir`; writes the results and the curves.
+
+  `finished_only`: report the runs that have finished (a summary.json in their run directory)
+  and train nothing: the results of a long study so far, with the rest named as not run.
+  """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   jobs = [(arm, seed) for arm in config.arms for seed in config.seeds]
+  run_dir = lambda arm, seed: workdir / "runs" / arm / f"seed{seed}"  # noqa: E731
+  missing = [job for job in jobs if finished_only and not (run_dir(*job) / "summary.json").exists()]
+  if len(missing) == len(jobs):
+    raise ValueError(f"finished_only: no run in {workdir / 'runs'} has finished yet")
   load_before, t0 = os.getloadavg(), time.time()
   rows = []
-  bar = tqdm(jobs, desc=title, unit="run", disable=not progress)
+  bar = tqdm([j for j in jobs if j not in missing], desc=title, unit="run", disable=not progress)
   for arm, seed in bar:
     bar.set_postfix_str(f"{arm} seed {seed}")
-    rows.append(run_one(config, arm, seed, workdir / "runs" / arm / f"seed{seed}"))
+    rows.append(run_one(config, arm, seed, run_dir(arm, seed)))
   meta = {**provenance(config), "wall_s": time.time() - t0, "load_before": load_before,
-          "load_after": os.getloadavg()}
+          "load_after": os.getloadavg(), "not_run": [f"{arm} seed {seed}" for arm, seed in missing]}
   write_results(title, rows, meta, workdir)
   plot_error_bands(rows, workdir / "curves.png", title)
   return rows
@@ -160,13 +170,15 @@ def main(title: str) -> None:
   config = config_flags.DEFINE_config_file("config", None, "a study config (name or file)",
                                            lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "Directory for the runs, table and plots.")
+  finished_only = flags.DEFINE_bool(
+      "finished_only", False, "Report the finished runs only; train nothing (a long study so far).")
   flags.mark_flags_as_required(["config", "workdir"])
 
   def run(argv):
     if len(argv) > 1:
       raise ValueError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    run_study(config.value, workdir.value, title=title)
+    run_study(config.value, workdir.value, title=title, finished_only=finished_only.value)
     print((pathlib.Path(workdir.value) / "results.md").read_text().split("\n\n![")[0])
 
   try:

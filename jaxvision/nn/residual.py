@@ -106,13 +106,30 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, survival_prob, train: bool, t=0.0):
-    branch = self.branch(name="branch")
-    g = branch(t, x) if self.time_input else branch(x)
     gate = self._gate(survival_prob, train)
-    y = (self.step_size * gate).astype(g.dtype) * g
-    if self.shortcut != "none":
-      y = self._shortcut(x) + y
+    if self.stochastic_depth and train and not self.is_initializing():
+      y = self._skip_or_run(x, gate, t)
+    else:
+      g = self._branch(x, t)
+      y = (self.step_size * gate).astype(g.dtype) * g
+      if self.shortcut != "none":
+        y = self._shortcut(x) + y
     return nn.relu(y) if self.post_activation else y
+
+  def _branch(self, x, t):
+    branch = self.branch(name="branch")
+    return branch(t, x) if self.time_input else branch(x)
+
+  def _skip_or_run(self, x, gate, t):
+    """Training with stochastic depth: a dropped block is skipped, not computed and zeroed, as
+    in Huang et al. (its time is saved and its BatchNorm statistics stay as they were)."""
+    s = self._shortcut(x)
+    h = self.step_size
+
+    def run(module, s, x):
+      return (s + jnp.asarray(h, s.dtype) * module._branch(x, t)).astype(s.dtype)
+
+    return nn.cond(gate > 0, run, lambda module, s, x: s, self, s, x)
 
   def _shortcut(self, x):
     if self.shortcut == "identity":
