@@ -373,6 +373,21 @@ def test_odenet_bad_input_and_dtype():
   assert out.dtype == jnp.float32 and out.shape == (2, 3) and np.isfinite(out).all()
 
 
+def test_ode_resnet_last_stage_reaches_the_classifier():
+  """The pooled output of an ODE stage depends on its vector field's weights. (Without the ReLU
+  that ends the stage, GroupNorm in f leaves the pooled h(T) equal to the pooled h(0) while
+  f's biases are 0: the classifier could not see the ODE block.)"""
+  model = create_model("ode_resnet", base="cifar_resnet20", num_classes=10, stage_sizes=(1,),
+                       widths=(8,), stem="cifar", stem_width=8, solver="euler",
+                       controller="constant", dt=0.5)
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+  v = model.init(jax.random.key(1), x, train=False)
+  apply = jax.jit(lambda v: model.apply(v, x, train=False))
+  other = model.init(jax.random.key(2), x, train=False)["params"]["layer1"]  # another f
+  swapped = {**v, "params": {**v["params"], "layer1": other}}
+  assert float(jnp.max(jnp.abs(apply(v) - apply(swapped)))) > 1e-3
+
+
 @pytest.mark.slow
 def test_ode_resnet_runs_with_an_ode_block_per_stage():
   model = create_model("ode_resnet", base="cifar_resnet20", num_classes=10, solver="rk4",

@@ -125,7 +125,7 @@ class ODEResNet(nn.Module):
 
   A stage keeps its transition block (stride 2 and/or more channels, BatchNorm, as in the
   ResNet); its identical blocks become one ODE block whose vector field is the residual branch
-  with GroupNorm in place of BatchNorm.
+  with GroupNorm in place of BatchNorm, followed by a ReLU (the ResNet's blocks end in one).
 
   Attributes: those of `ResNet` (architecture, axis_name, dtype) and of `ODENet` (t1,
   time_dependent, groups, ode).
@@ -174,7 +174,10 @@ class ODEResNet(nn.Module):
                                epsilon=1e-5, dtype=self.dtype)
         branch = functools.partial(branch_cls, features=width, norm=gn, dtype=self.dtype)
         field = functools.partial(BranchField, branch=branch, time_dependent=self.time_dependent)
-        x = ODEBlock(field, t1=self.t1, options=self.ode, name=f"layer{i + 1}")(x)
+        # A ReLU ends the stage, as the ResNet's last block does. Without it, GroupNorm in f
+        # (zero mean over each group's pixels) hides the ODE block from the global pool: the
+        # pooled h(T) of a last stage differs from the pooled h(0) only through the biases.
+        x = nn.relu(ODEBlock(field, t1=self.t1, options=self.ode, name=f"layer{i + 1}")(x))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(jnp.mean(x, axis=(1, 2)))
     return x.astype(jnp.float32)
 
