@@ -65,13 +65,20 @@ def build(preset: str, name: str, seeds: int):
   return one, together, states, batches, keys
 
 
+def stack_seeds(trees: list):
+  """One tree per seed -> one tree whose leaves have a leading seed axis (what the vmapped step
+  takes)."""
+  import jax
+  import jax.numpy as jnp
+  return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
 def time_both(name: str, args) -> tuple[float, float, float]:
   import jax
   import jax.numpy as jnp
 
   one, together, states, batches, keys = build(args.preset, name, args.seeds)
-  stack = lambda xs: jax.tree.map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
-  stacked, stacked_batch = stack(states), stack(batches)
+  stacked, stacked_batch = stack_seeds(states), stack_seeds(batches)
   states = [jax.tree.map(jnp.copy, s) for s in states]  # `stacked` holds the others
 
   def sequential(n):

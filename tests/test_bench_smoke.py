@@ -57,8 +57,7 @@ def test_seeds_vmap_steps_every_seed_as_its_own_step():
   from bench import seeds_vmap
 
   one, together, states, batches, keys = seeds_vmap.build("digits_full", "residual_N02_unshared", 2)
-  stacked = jax.tree.map(lambda *a: jnp.stack(a), *states)
-  stacked_batch = jax.tree.map(lambda *a: jnp.stack(a), *batches)
+  stacked, stacked_batch = seeds_vmap.stack_seeds(states), seeds_vmap.stack_seeds(batches)
   states = [jax.tree.map(jnp.copy, s) for s in states]
   after, metrics = together(stacked, stacked_batch, keys)
   for i, (s, b, k) in enumerate(zip(states, batches, keys)):
