@@ -29,6 +29,8 @@ def test_study_configs_pair_plain_with_residual_and_sd_with_none():
   sd = stochastic_depth.get_config()
   assert [dict(a["options"]).get("stochastic_depth", False) for a in sd.arms.values()] == [False, True]
   assert list(sd.seeds) == [0, 1, 2] and sd.train.dataset.name == "clutter10"
+  assert ("plain56", "plain20") in plain_vs_residual.get_config().comparisons  # degradation
+  assert list(sd.comparisons) == [("resnet56_stochastic_depth", "resnet56")]
   with pytest.raises(ValueError, match="dataset: expected one of .*got 'nope'"):
     plain_vs_residual.get_config("nope")
 
@@ -40,6 +42,7 @@ def study(tmp_path_factory):
       "plain": dict(name="resnet", options=dict(shortcut="none")),
       "residual": dict(name="resnet", options=dict())})
   c.seeds = (0, 1)
+  c.comparisons = (("plain", "residual"),)
   t = default_config()
   t.model.name = "resnet"
   t.model.options.update(TINY)
@@ -78,6 +81,43 @@ def test_results_name_the_intervals_versions_and_config(study):
   assert (workdir / "curves.png").stat().st_size > 10_000
   saved = json.loads((workdir / "results.json").read_text())
   assert [s["arm"] for s in saved["summary"]] == ["plain", "residual"]
+
+
+def test_paired_differences_pair_the_seeds_both_arms_ran():
+  row = lambda arm, seed, test, train: dict(arm=arm, seed=seed, test_error=test, train_error=train)  # noqa: E731
+  rows = [row("deep", 0, 0.30, 0.40), row("deep", 1, 0.20, 0.10), row("deep", 2, 0.25, 0.30),
+          row("shallow", 0, 0.10, 0.20), row("shallow", 1, 0.15, 0.20)]  # shallow seed 2 missing
+  (d,) = seeded_study.paired_differences(rows, [("deep", "shallow")])
+  assert d["seeds"] == [0, 1]
+  assert d["test_error"] == pytest.approx({**seeded_study.interval([0.20, 0.05]), "a_higher": 2})
+  assert d["train_error"]["mean"] == pytest.approx(0.05) and d["train_error"]["a_higher"] == 1
+  table = seeded_study.differences_table([d])
+  assert "| deep - shallow | 2 | 12.50 [" in table and "| 2 of 2 |" in table
+  assert table.count("not established (includes 0)") == 2  # two seeds: a wide t(1 dof) interval
+  (sure,) = seeded_study.paired_differences(
+      [row("a", s, 0.5 + 0.01 * s, 0.5) for s in range(3)]
+      + [row("b", s, 0.1, 0.5 - 0.01 * s) for s in range(3)], [("a", "b")])
+  assert seeded_study._verdict(sure["test_error"]) == "a > b"
+  assert seeded_study._verdict(sure["train_error"]) == "not established (includes 0)"
+
+
+def test_results_report_the_paired_differences(study):
+  config, workdir, rows = study
+  text = (workdir / "results.md").read_text()
+  (d,) = json.loads((workdir / "results.json").read_text())["differences"]
+  assert d["seeds"] == [0, 1] and d["test_error"]["mean"] == pytest.approx(
+      (rows[0]["test_error"] - rows[2]["test_error"] + rows[1]["test_error"]
+       - rows[3]["test_error"]) / 2)
+  assert "Paired differences" in text and "| plain - residual | 2 | " in text
+
+
+def test_a_comparison_of_an_unknown_arm_is_named(tmp_path):
+  config = plain_vs_residual.get_config()
+  config.comparisons = (("plain20", "resnet110"),)
+  with pytest.raises(ValueError, match=r"comparisons: expected pairs of arms among \['plain20'.*"
+                                       r"got \('plain20', 'resnet110'\)"):
+    seeded_study.run_study(config, tmp_path, title="x", progress=False)
+  assert not (tmp_path / "runs").exists()
 
 
 def test_an_unknown_arm_is_named():

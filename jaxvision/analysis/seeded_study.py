@@ -6,7 +6,9 @@ config: data, budget, optimizer), `arms` ({name: {"name": model name, "options":
 overriding `train.model`) and `seeds`. Each (arm, seed) is a `fit` run in DIR/runs/ARM/seedS,
 reused when the study is run again with the same settings. Per arm: final test error and
 training error as mean +- std and a 95% Student-t interval over seeds, the time per epoch
-(training images / the median logged images/s), parameters. Outputs: DIR/results.md (with the
+(training images / the median logged images/s), parameters. `comparisons` (optional; pairs of
+arms (a, b)): the paired difference a - b over the seeds both arms ran, with its 95% interval and
+whether the interval excludes 0. Outputs: DIR/results.md (with the
 versions, git revision and config that produced it), DIR/results.json, and DIR/curves.png:
 training and test error against iterations, the mean over seeds with a band from the lowest to
 the highest seed (jaxvision.plots.seeded).
@@ -95,6 +97,32 @@ def summarize(rows: list[dict]) -> list[dict]:
   return out
 
 
+def paired_differences(rows: list[dict], comparisons) -> list[dict]:
+  """Per (a, b) in `comparisons`: the seed-by-seed differences a - b of the test and training
+  errors (over the seeds both arms ran) as intervals, with how many seeds have a above b."""
+  by_run = {(r["arm"], r["seed"]): r for r in rows}
+  out = []
+  for a, b in comparisons:
+    seeds = [s for (arm, s) in by_run if arm == a and (b, s) in by_run]
+    entry = {"a": a, "b": b, "seeds": seeds}
+    for key in ("test_error", "train_error"):
+      diffs = [by_run[a, s][key] - by_run[b, s][key] for s in seeds]
+      entry[key] = {**interval(diffs), "a_higher": sum(d > 0 for d in diffs)}
+    out.append(entry)
+  return out
+
+
+def _verdict(d: dict) -> str:
+  """What a difference's 95% interval supports."""
+  if d["n"] < 2 or np.isnan(d["lo"]):
+    return "too few seeds"
+  if d["lo"] > 0:
+    return "a > b"
+  if d["hi"] < 0:
+    return "a < b"
+  return "not established (includes 0)"
+
+
 def _pct(x: float) -> str:
   return "" if np.isnan(x) else f"{100 * x:.2f}"
 
@@ -110,11 +138,28 @@ def markdown_table(summary: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def differences_table(differences: list[dict]) -> str:
+  """Markdown: one line per paired comparison."""
+  lines = ["| a - b | seeds | test error difference, points (mean [95% interval]) | a higher in "
+           "| supported | training error difference, points | a higher in | supported |",
+           "|---|---|---|---|---|---|---|---|"]
+  for d in differences:
+    cells = [f"{d['a']} - {d['b']}", str(len(d["seeds"]))]
+    for key in ("test_error", "train_error"):
+      x = d[key]
+      cells += [f"{_pct(x['mean'])} [{_pct(x['lo'])}, {_pct(x['hi'])}]",
+                f"{x['a_higher']} of {x['n']}", _verdict(x)]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def write_results(title: str, rows: list[dict], meta: dict, workdir: pathlib.Path) -> str:
   """Writes results.json and results.md; returns the markdown."""
   summary = summarize(rows)
+  differences = paired_differences(rows, meta["config"].get("comparisons") or ())
   (workdir / "results.json").write_text(json.dumps(
-      {"summary": summary, "runs": rows, "meta": meta}, indent=1, default=str))
+      {"summary": summary, "differences": differences, "runs": rows, "meta": meta}, indent=1,
+      default=str))
   t = meta["config"]["train"]
   load = lambda l: "/".join(f"{x:.1f}" for x in l)  # noqa: E731
   text = (f"# {title}\n\n"
@@ -127,7 +172,11 @@ def write_results(title: str, rows: list[dict], meta: dict, workdir: pathlib.Pat
           f"{load(meta['load_before'])} before, {load(meta['load_after'])} after.\n\n"
           + (f"Not run yet (reported with --finished_only): {', '.join(meta['not_run'])}.\n\n"
              if meta.get("not_run") else "")
-          + markdown_table(summary) + "\n\n![curves](curves.png)\n\n" + config_block(meta))
+          + markdown_table(summary) + "\n\n"
+          + ("Paired differences (the same seeds; a 95% Student-t interval of the mean "
+             "difference; \"supported\" where it excludes 0):\n\n"
+             + differences_table(differences) + "\n\n" if differences else "")
+          + "![curves](curves.png)\n\n" + config_block(meta))
   (workdir / "results.md").write_text(text)
   return text
 
@@ -139,6 +188,10 @@ def run_study(config, workdir: str | pathlib.Path, *, title: str, progress: bool
   `finished_only`: report the runs that have finished (a summary.json in their run directory)
   and train nothing: the results of a long study so far, with the rest named as not run.
   """
+  for pair in config.get("comparisons") or ():
+    if len(pair) != 2 or any(arm not in config.arms for arm in pair):
+      raise ValueError(f"comparisons: expected pairs of arms among {sorted(config.arms)}, "
+                       f"got {tuple(pair)!r}")
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   jobs = [(arm, seed) for arm in config.arms for seed in config.seeds]

@@ -22,6 +22,10 @@ ARMS = {
     "plain56": dict(name="cifar_resnet56", options=dict(shortcut="none")),
     "resnet56": dict(name="cifar_resnet56", options=dict()),
 }
+# Paired differences (a - b, same seeds) in results.md: residual against plain at each depth,
+# and depth within each family (the degradation problem is plain56 - plain20 > 0).
+COMPARISONS = (("plain20", "resnet20"), ("plain56", "resnet56"), ("plain56", "plain20"),
+               ("resnet56", "resnet20"))
 # Per dataset: batch, epochs, schedule and how often the curves are sampled.
 _DATASETS = {
     "clutter10": dict(batch_size=128, num_epochs=3.0, optimizer="adamw", learning_rate=3e-3,
@@ -33,8 +37,9 @@ _DATASETS = {
 }
 
 
-def study_config(dataset: str, arms: dict) -> ml_collections.ConfigDict:
-  """A seeded study's config: `arms` x three seeds over one training config for `dataset`."""
+def study_config(dataset: str, arms: dict, comparisons=()) -> ml_collections.ConfigDict:
+  """A seeded study's config: `arms` x three seeds over one training config for `dataset`, and
+  the pairs of arms whose paired differences its results report."""
   if dataset not in _DATASETS:
     raise ValueError(f"dataset: expected one of {sorted(_DATASETS)} after the config path's "
                      f"colon, got {dataset!r}")
@@ -42,6 +47,7 @@ def study_config(dataset: str, arms: dict) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.arms = ml_collections.ConfigDict(arms)
   c.seeds = (0, 1, 2)
+  c.comparisons = tuple(comparisons)
   t = default_config()
   t.model.name = next(iter(arms.values()))["name"]
   t.dataset.name = dataset
@@ -63,4 +69,4 @@ def study_config(dataset: str, arms: dict) -> ml_collections.ConfigDict:
 
 
 def get_config(dataset: str = "clutter10") -> ml_collections.ConfigDict:
-  return study_config(dataset, ARMS)
+  return study_config(dataset, ARMS, COMPARISONS)

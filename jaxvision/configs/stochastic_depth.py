@@ -17,4 +17,4 @@ ARMS = {
 
 
 def get_config(dataset: str = "clutter10"):
-  return study_config(dataset, ARMS)
+  return study_config(dataset, ARMS, (("resnet56_stochastic_depth", "resnet56"),))
