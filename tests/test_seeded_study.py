@@ -120,6 +120,24 @@ def test_a_comparison_of_an_unknown_arm_is_named(tmp_path):
   assert not (tmp_path / "runs").exists()
 
 
+def test_a_finished_run_is_reused_as_it_is_and_other_settings_are_refused(study, monkeypatch):
+  config, workdir, rows = study
+  before = {p: p.read_text() for p in (workdir / "runs").glob("*/*/summary.json")}
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished run was trained again")
+  monkeypatch.setattr(seeded_study, "fit", no_training)
+  assert seeded_study.run_study(config, workdir, title="tiny", progress=False) == rows
+  assert {p: p.read_text() for p in before} == before  # its training time kept
+  longer = seeded_study.run_config(config, "plain", 0)
+  longer.num_train_steps = 9  # more steps: not finished, so fit resumes it
+  assert seeded_study.finished_summary(longer, workdir / "runs" / "plain" / "seed0") is None
+  other = seeded_study.run_config(config, "plain", 0)
+  other.optimizer.learning_rate = 0.5
+  with pytest.raises(ValueError, match="holds a checkpoint trained with other settings"):
+    seeded_study.finished_summary(other, workdir / "runs" / "plain" / "seed0")
+
+
 def test_an_unknown_arm_is_named():
   with pytest.raises(ValueError, match=r"arm: expected one of \['plain20', .*got 'x'"):
     seeded_study.run_config(plain_vs_residual.get_config(), "x", 0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import pathlib
 import statistics
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from jaxvision.analysis.provenance import config_block, provenance, versions_line
 from jaxvision.plots.seeded import plot_error_bands
 from jaxvision.training.fit import fit
+from jaxvision.training import workdir as workdir_lib
 from jaxvision.training.metric_writer import METRICS_FILE, read_metrics
 
 
@@ -54,10 +56,29 @@ def curves(rows: list[dict]) -> dict:
   return out
 
 
+def finished_summary(cfg, run_dir: pathlib.Path) -> dict | None:
+  """The summary.json of a run that finished in `run_dir` with `cfg`'s steps, or None.
+
+  A finished run is reused as it is: `fit` would restore and re-evaluate it, and its new
+  summary would count the evaluation's seconds instead of the training's. Other trajectory
+  settings are refused as `fit` refuses them.
+  """
+  path = run_dir / "summary.json"
+  if not path.exists():
+    return None
+  workdir_lib.check_resume(run_dir, cfg, allow_changes=cfg.resume_with_changes)
+  summary = json.loads(path.read_text())
+  steps_per_epoch = round(summary["steps"] / summary["epochs"])
+  steps = (cfg.num_train_steps if cfg.num_train_steps > 0
+           else int(math.ceil(cfg.num_epochs * steps_per_epoch)))
+  return summary if summary["steps"] == steps else None
+
+
 def run_one(config, arm: str, seed: int, run_dir: pathlib.Path) -> dict:
-  """Trains one (arm, seed) in `run_dir` (resuming or reusing it) and returns its row."""
+  """Trains one (arm, seed) in `run_dir` (resuming it, or reusing it where it finished) and
+  returns its row."""
   cfg = run_config(config, arm, seed)
-  summary = fit(cfg, run_dir, progress=False)
+  summary = finished_summary(cfg, run_dir) or fit(cfg, run_dir, progress=False)
   rows = read_metrics(run_dir / METRICS_FILE)
   rates = [r["images_per_s"] for r in rows if r.get("split") == "train" and "images_per_s" in r]
   run_curves = curves(rows)
