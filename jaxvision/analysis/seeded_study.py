@@ -144,8 +144,13 @@ def _verdict(d: dict) -> str:
   return "not established (includes 0)"
 
 
+def _num(x: float, scale: float = 1.0) -> str:
+  """`x * scale` to two decimals; "n/a" for NaN (a std or interval of one seed)."""
+  return "n/a" if np.isnan(x) else f"{scale * x:.2f}"
+
+
 def _pct(x: float) -> str:
-  return "" if np.isnan(x) else f"{100 * x:.2f}"
+  return _num(x, 100.0)
 
 
 def markdown_table(summary: list[dict]) -> str:
@@ -155,7 +160,7 @@ def markdown_table(summary: list[dict]) -> str:
     te, tr, ep = s["test_error"], s["train_error"], s["epoch_s"]
     lines.append(f"| {s['arm']} | {s['params']:,} | {te['n']} | {_pct(te['mean'])} +- "
                  f"{_pct(te['std'])} | [{_pct(te['lo'])}, {_pct(te['hi'])}] | {_pct(tr['mean'])}"
-                 f" +- {_pct(tr['std'])} | {ep['mean']:.2f} +- {ep['std']:.2f} |")
+                 f" +- {_pct(tr['std'])} | {_num(ep['mean'])} +- {_num(ep['std'])} |")
   return "\n".join(lines)
 
 
