@@ -32,7 +32,7 @@ def plot_error_bands(rows: list[dict], out: str | pathlib.Path, title: str = "")
         continue
       steps, mean, low, high = _band(curves)
       ax.plot(steps, 100 * mean, "--" if split == "train" else "-", color=colour,
-              label=f"{arm} ({len(curves)} seeds)")
+              label=f"{arm} ({len(curves)} seed{'' if len(curves) == 1 else 's'})")
       ax.fill_between(steps, 100 * low, 100 * high, color=colour, alpha=0.2, linewidth=0)
   for ax, split in zip(axes, ("training", "test")):
     ax.set_xlabel("iteration")
