@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from jaxvision.analysis.provenance import config_block, provenance, versions_line
 from jaxvision.plots.seeded import plot_error_bands
-from jaxvision.training.fit import fit
 from jaxvision.training import workdir as workdir_lib
+from jaxvision.training.fit import fit
 from jaxvision.training.metric_writer import METRICS_FILE, read_metrics
 
 
