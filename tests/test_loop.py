@@ -1,6 +1,8 @@
 """The training loop's parts: device prefetch, the metric window, raw images normalised on the
 device exactly as the host pipeline does, and a loop that syncs only at log/eval/save steps."""
 
+import time
+
 import jax
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from jaxvision.training.normalize import normalize_images
 from jaxvision.training.config import default_config
 from jaxvision.training.metric_writer import METRICS_FILE, read_metrics
 from jaxvision.training.prefetch import prefetch_to_device
+from jaxvision.training.run_clock import ELAPSED_FILE, read_elapsed
 
 
 def test_prefetch_puts_size_batches_ahead_in_order():
@@ -72,3 +75,25 @@ def test_the_loop_fetches_metrics_only_at_log_eval_and_checkpoint_steps(
   assert [r["step"] for r in rows] == [4, 8, 12]
   assert all(r["images_per_s"] > 0 and np.isfinite(r["loss"]) for r in rows)
 
+
+
+def test_summary_seconds_count_every_invocation_once_and_a_finished_run_is_not_retimed(
+    tmp_path, digits_dir):
+  c = default_config()
+  c.dataset.data_dir = digits_dir
+  c.update(batch_size=32, eval_batch_size=120, num_train_steps=6, log_every_steps=3,
+           eval_every_steps=6, checkpoint_every_steps=3, plot=False)
+  first = fit_lib.fit(c, tmp_path, progress=False)
+  record = read_elapsed(tmp_path / ELAPSED_FILE)
+  assert sorted(record) == [3, 6] and 0 < record[3] < record[6] == first["seconds"]
+
+  again = fit_lib.fit(c, tmp_path, progress=False)  # finished: restored and re-evaluated
+  assert again["seconds"] == first["seconds"]
+
+  c.num_train_steps = 9
+  t0 = time.time()
+  resumed = fit_lib.fit(c, tmp_path, progress=False)
+  call = time.time() - t0
+  record = read_elapsed(tmp_path / ELAPSED_FILE)
+  assert sorted(record) == [3, 6, 9] and record[6] == first["seconds"]
+  assert first["seconds"] < resumed["seconds"] == record[9] < first["seconds"] + call

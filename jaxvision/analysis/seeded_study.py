@@ -59,9 +59,8 @@ def curves(rows: list[dict]) -> dict:
 def finished_summary(cfg, run_dir: pathlib.Path) -> dict | None:
   """The summary.json of a run that finished in `run_dir` with `cfg`'s steps, or None.
 
-  A finished run is reused as it is: `fit` would restore and re-evaluate it, and its new
-  summary would count the evaluation's seconds instead of the training's. Other trajectory
-  settings are refused as `fit` refuses them.
+  A finished run is reused as it is: `fit` would restore and re-evaluate it (minutes for the
+  depth-56 runs). Other trajectory settings are refused as `fit` refuses them.
   """
   path = run_dir / "summary.json"
   if not path.exists():

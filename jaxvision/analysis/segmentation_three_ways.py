@@ -130,17 +130,12 @@ def sliding_window_way(train: dict, test: dict, *, patch: int, widths, steps: in
 
 
 def fcn_way(way: str, config, workdir: pathlib.Path, test: dict, *, timed_images: int) -> dict:
-  """Trains `config` through `fit` in `workdir` (resumed if there) and times its forward pass.
-  The training time is the one recorded in WORKDIR/train_seconds.json when the run first
-  finished (a re-run of the study reuses the trained run; an interrupted and resumed run counts
-  its last invocation)."""
+  """Trains `config` through `fit` in `workdir` (resumed, or reused where it finished) and times
+  its forward pass; the training time is the run's (`fit`'s summary `seconds`)."""
   from jaxvision.analysis.visualize import load_run
   from jaxvision.training.fit import fit
 
   summary = fit(config, workdir, progress=False)
-  record = workdir / "train_seconds.json"
-  if not record.exists():
-    record.write_text(json.dumps({"seconds": summary["seconds"]}))
   _, model, variables, _ = load_run(workdir)
   images = jnp.asarray(test["image"][:timed_images])
   predict = jax.jit(lambda x: jnp.argmax(model.apply(variables, x, train=False), -1))
@@ -152,7 +147,7 @@ def fcn_way(way: str, config, workdir: pathlib.Path, test: dict, *, timed_images
           "pixel_accuracy": float(summary["eval"]["accuracy"]),
           "gflops_per_image": forward_cost(config.model.name, size=size, num_classes=NUM_CLASSES,
                                            **options)["forward_gflops"],
-          "train_s": json.loads(record.read_text())["seconds"],
+          "train_s": summary["seconds"],
           "test_ms_per_image": 1e3 * per_image}
 
 

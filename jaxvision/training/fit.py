@@ -23,6 +23,7 @@ from jaxvision.training.metric_window import MetricWindow
 from jaxvision.training.metric_writer import read_metrics
 from jaxvision.training.prefetch import prefetch_to_device
 from jaxvision.training.run import Run, build_run
+from jaxvision.training.run_clock import RunClock
 
 
 class TrainingInterrupted(Exception):
@@ -106,7 +107,9 @@ def fit(config, workdir: str | pathlib.Path, *, progress: bool = True) -> dict:
 
 def fit_run(run: Run, *, progress: bool = True) -> dict:
   """Trains a built run to `run.total_steps`, closes it and returns the summary (written to
-  `summary.json`, with `curves.png` if `config.plot`, by the primary process).
+  `summary.json`, with `curves.png` if `config.plot`, by the primary process). Its `seconds` are
+  the run's wall time from step 0 to its last step over the invocations that trained it
+  (`run_clock`): a resumed run counts its earlier invocations, a finished one is not re-timed.
 
   Ordinary steps never wait for the devices: the next batch is put on the devices while the
   current step runs, and metrics stay there until a log, eval or checkpoint step fetches them
@@ -122,9 +125,9 @@ def fit_run(run: Run, *, progress: bool = True) -> dict:
   checked = start  # the steps up to here had finite losses
   tick, tick_step = time.perf_counter(), start  # the last log step and when it ended
 
-  t0 = time.time()
   eval_metrics = None
   primary = distributed.is_primary()  # writes the summary and plots (checkpointer, writer: own)
+  clock = RunClock(workdir, start, write=primary)
   bar = tqdm(range(start, total_steps), initial=start, total=total_steps,
              disable=not (progress and primary),
              desc=f"{config.model.name} on {config.dataset.name}", unit="step", mininterval=1.0)
@@ -159,6 +162,7 @@ def fit_run(run: Run, *, progress: bool = True) -> dict:
           host_state = run.host_state(state)
           _check_finite(host_state.params, done, ckpt, workdir)
           ckpt.save(host_state, eval_metrics if evaluate else None)
+          clock.mark(done)
         if signum:
           raise TrainingInterrupted(signum, done, workdir)
         if evaluate or checkpoint:  # not the training's time: restart the images/s window
@@ -177,7 +181,7 @@ def fit_run(run: Run, *, progress: bool = True) -> dict:
              "best_value": None if best is None else best.get(config.best_metric),
              "best_accuracy": None if best is None else best.get("accuracy"),
              "num_params": int(sum(np.size(x) for x in jax.tree.leaves(dp.get_state(state).params))),
-             "seconds": time.time() - t0, "workdir": str(workdir)}
+             "seconds": clock.seconds(total_steps), "workdir": str(workdir)}
   if not primary:
     return summary
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
