@@ -339,6 +339,21 @@ def test_the_run_record_holds_the_resolved_config_versions_and_revision(tmp_path
   assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", versions["git"])
 
 
+def test_the_revision_is_read_once_per_process_and_studies_name_it_short(monkeypatch):
+  from jaxvision.analysis.provenance import provenance, short_revision
+  calls = []
+  real_run = subprocess.run
+  monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a) or real_run(*a, **k))
+  wd.git_revision.cache_clear()
+  first = wd.git_revision()
+  asked = len(calls)
+  assert asked > 0 and wd.git_revision() == first and len(calls) == asked
+  assert short_revision("0123456789" * 4) == "0123456"
+  assert short_revision("0123456789" * 4 + "-dirty") == "0123456-dirty"
+  assert short_revision("unknown") == "unknown (not a git checkout)"
+  assert provenance(default_config())["git"] == short_revision(first)
+
+
 def test_a_resume_under_other_trajectory_settings_is_refused_unless_asked_for(tmp_path, caplog):
   wd.write_run_record(tmp_path, default_config())
   changed = config_with(**{"optimizer.learning_rate": 0.05, "batch_size": 64,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import subprocess
+
+from jaxvision.training.workdir import git_revision
 
 
 def provenance(config) -> dict:
@@ -13,15 +13,18 @@ def provenance(config) -> dict:
   import flax
   import jax
   import optax
-  try:
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=pathlib.Path(__file__).parent, timeout=10).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    rev = ""
   return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-          "git": rev or "unknown (not a git checkout)",
+          "git": short_revision(git_revision()),
           "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}), "
                     f"{os.cpu_count()} CPU cores", "config": config.to_dict()}
+
+
+def short_revision(revision: str) -> str:
+  """A `git_revision()` with its hash cut to 7 characters ("1007c8d", "1007c8d-dirty")."""
+  if revision == "unknown":
+    return "unknown (not a git checkout)"
+  rev, dirty, _ = revision.partition("-dirty")
+  return rev[:7] + dirty
 
 
 def versions_line(meta: dict) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import functools
 import importlib.metadata
 import json
 import logging
@@ -160,9 +161,13 @@ def package_versions() -> dict:
   return out
 
 
+@functools.cache
 def git_revision() -> str:
   """HEAD of the git checkout jaxvision is imported from (+"-dirty" if tracked files changed);
-  "unknown" if it is not imported from a git checkout (e.g. installed in site-packages)."""
+  "unknown" if it is not imported from a git checkout (e.g. installed in site-packages).
+
+  Read once per process: a process that trains several runs records the revision of the code
+  it loaded, not that of commits made in the checkout while it runs."""
   package = pathlib.Path(__file__).resolve().parent.parent
 
   def git(*args):
