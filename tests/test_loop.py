@@ -76,7 +76,6 @@ def test_the_loop_fetches_metrics_only_at_log_eval_and_checkpoint_steps(
   assert all(r["images_per_s"] > 0 and np.isfinite(r["loss"]) for r in rows)
 
 
-
 def test_summary_seconds_count_every_invocation_once_and_a_finished_run_is_not_retimed(
     tmp_path, digits_dir):
   c = default_config()

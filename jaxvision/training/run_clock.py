@@ -10,9 +10,10 @@ written before this record existed count from the invocation that resumed them.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import time
+
+from jaxvision.training.workdir import write_json
 
 ELAPSED_FILE = "elapsed.json"
 
@@ -35,9 +36,7 @@ class RunClock:
     """Records the run's seconds at checkpointed `step` (written by the primary process)."""
     self._record[int(step)] = self.now()
     if self.write:
-      tmp = self.path.with_suffix(".json.tmp")
-      tmp.write_text(json.dumps({str(s): t for s, t in sorted(self._record.items())}, indent=1))
-      os.replace(tmp, self.path)
+      write_json(self.path, {str(s): t for s, t in self._record.items()})
 
   def seconds(self, step: int) -> float:
     """The run's seconds at `step`: its recorded entry, else the time so far."""
